@@ -1,0 +1,30 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: install test lint run bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pairing gateway tests
+	$(VENV)/bin/ruff format --check pairing gateway tests
+	$(VENV)/bin/mypy
+
+# Embedded memory:// store unless REDIS_URL is given: make run REDIS_URL=redis://127.0.0.1:6379/0
+REDIS_URL ?= memory://
+run: $(STAMP)
+	$(VENV)/bin/pairing-gateway --config config.yaml --redis-url $(REDIS_URL)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,39 @@
+"""Domain services for pairing mobile apps with runners, over Redis.
+
+Nothing here knows about Socket.IO: each service takes its Redis client as a constructor
+argument and does one round trip per operation.
+"""
+
+from pairing.codes import (
+    CODE_ALPHABET,
+    CodeTakenError,
+    PairingCodeService,
+    RedeemResult,
+    RedeemStatus,
+    RegisteredCode,
+)
+from pairing.history import HistoryEntry, HistoryEvent, PairingHistoryService
+from pairing.models import PairingSession
+from pairing.ratelimit import RateLimitService
+from pairing.runners import RunnerRegistry, StaleRunner
+from pairing.session import PairingSessionService, SessionStatus
+from pairing.store import connect
+
+__all__ = [
+    "CODE_ALPHABET",
+    "CodeTakenError",
+    "HistoryEntry",
+    "HistoryEvent",
+    "PairingCodeService",
+    "PairingHistoryService",
+    "PairingSession",
+    "PairingSessionService",
+    "RateLimitService",
+    "RedeemResult",
+    "RedeemStatus",
+    "RegisteredCode",
+    "RunnerRegistry",
+    "SessionStatus",
+    "StaleRunner",
+    "connect",
+]

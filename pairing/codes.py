@@ -1,0 +1,188 @@
+"""PairingCodeService: short-lived, single-use codes by which an app finds a runner.
+
+``pairing:code:{CODE}`` -> runnerId and ``pairing:runner_code:{runnerId}`` -> CODE, both
+expiring together. Codes are stored upper-cased, so they compare case-insensitively.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from enum import Enum
+
+from pairing import keys
+from pairing.scripts import MOVE_APP, NOW_MS, Script, as_str, preload
+from pairing.store import Redis
+
+#: No 0/O, 1/I/L: a person reads the code off one screen and types it into another.
+CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+#: 10 symbols of 31: 49.5 bits of entropy.
+GENERATED_CODE_LENGTH = 10
+
+
+class CodeTakenError(Exception):
+    """The proposed code is live and held by another runner."""
+
+
+#: KEYS: code key, runner-code key. ARGV: runner, CODE, ttl ms, code prefix.
+#: Returns {'taken'} or {'ok', expiresAt}.
+_REGISTER = (
+    NOW_MS
+    + """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return {'taken', 0} end
+local old = redis.call('GET', KEYS[2])
+if old and old ~= ARGV[2] then
+  local old_key = ARGV[4] .. old
+  if redis.call('GET', old_key) == ARGV[1] then redis.call('DEL', old_key) end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return {'ok', string.format('%.0f', now + tonumber(ARGV[3]))}
+"""
+)
+
+#: KEYS: code key. ARGV: runner-code prefix, CODE. Returns the runnerId or false.
+_CONSUME = """
+local runner = redis.call('GET', KEYS[1])
+if not runner then return false end
+redis.call('DEL', KEYS[1])
+local rc = ARGV[1] .. runner
+if redis.call('GET', rc) == ARGV[2] then redis.call('DEL', rc) end
+return runner
+"""
+
+#: KEYS: runner-code key. ARGV: code prefix, runner.
+_REVOKE = """
+local code = redis.call('GET', KEYS[1])
+if not code then return 0 end
+redis.call('DEL', KEYS[1])
+if redis.call('GET', ARGV[1] .. code) == ARGV[2] then redis.call('DEL', ARGV[1] .. code) end
+return 1
+"""
+
+#: Redeem a code and pair in one step: the code is spent only when its runner is online.
+#: KEYS: code key, session key. ARGV: CODE, app, timeout ms, runner-code prefix, heartbeat
+#: prefix, apps prefix. Returns {'invalid'} | {'offline', runner} | {'ok', runner, previous}.
+_REDEEM = (
+    NOW_MS
+    + """
+local runner = redis.call('GET', KEYS[1])
+if not runner then return {'invalid'} end
+local hb = tonumber(redis.call('GET', ARGV[5] .. runner))
+if not hb or now - hb > tonumber(ARGV[3]) then return {'offline', runner} end
+redis.call('DEL', KEYS[1])
+local rc = ARGV[4] .. runner
+if redis.call('GET', rc) == ARGV[1] then redis.call('DEL', rc) end
+local app, session_key, apps_prefix = ARGV[2], KEYS[2], ARGV[6]
+"""
+    + MOVE_APP
+    + """
+return {'ok', runner, previous}
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredCode:
+    code: str
+    expires_at: int  # epoch ms, by the Redis server's clock
+
+
+class RedeemStatus(Enum):
+    PAIRED = "ok"
+    INVALID_CODE = "invalid"
+    RUNNER_OFFLINE = "offline"
+
+
+@dataclass(frozen=True, slots=True)
+class RedeemResult:
+    status: RedeemStatus
+    runner_id: str | None = None
+    previous_runner_id: str | None = None
+
+
+def generate_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(GENERATED_CODE_LENGTH))
+
+
+class PairingCodeService:
+    """Register, redeem and revoke pairing codes; one live code per runner."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        ttl_s: float = 300.0,
+        heartbeat_timeout_s: float = 30.0,
+    ) -> None:
+        self.redis = redis
+        self.ttl_ms = int(ttl_s * 1000)
+        self.heartbeat_timeout_ms = int(heartbeat_timeout_s * 1000)
+        self._register = Script(redis, _REGISTER)
+        self._consume = Script(redis, _CONSUME)
+        self._revoke = Script(redis, _REVOKE)
+        self._redeem = Script(redis, _REDEEM)
+
+    async def load_scripts(self) -> None:
+        await preload(self.redis, self._register, self._consume, self._revoke, self._redeem)
+
+    async def register(self, runner_id: str, code: str | None = None) -> RegisteredCode:
+        """Give the runner ``code`` (or a fresh one), revoking its previous code.
+
+        Raises CodeTakenError when a proposed code is held by another runner. A generated
+        code that happens to collide is simply drawn again.
+        """
+        attempts = 1 if code is not None else 5
+        for _ in range(attempts):
+            candidate = (code if code is not None else generate_code()).upper()
+            status, expires = await self._register(
+                [keys.code(candidate), keys.runner_code(runner_id)],
+                [runner_id, candidate, self.ttl_ms, keys.CODE_PREFIX],
+            )
+            if as_str(status) == "ok":
+                return RegisteredCode(candidate, int(expires))
+        raise CodeTakenError(code or "generated")
+
+    async def lookup(self, code: str) -> str | None:
+        """The runner holding ``code``, without spending it."""
+        value = await self.redis.get(keys.code(code))
+        return None if value is None else as_str(value)
+
+    async def consume(self, code: str) -> str | None:
+        """Spend ``code``; returns its runner, or None if unknown, expired or already used."""
+        runner = await self._consume([keys.code(code)], [keys.RUNNER_CODE_PREFIX, code.upper()])
+        return None if runner is None else as_str(runner)
+
+    async def revoke(self, runner_id: str) -> bool:
+        """Drop the runner's live code, if any."""
+        return bool(
+            await self._revoke([keys.runner_code(runner_id)], [keys.CODE_PREFIX, runner_id])
+        )
+
+    async def current_code(self, runner_id: str) -> str | None:
+        value = await self.redis.get(keys.runner_code(runner_id))
+        return None if value is None else as_str(value)
+
+    async def redeem(self, code: str, app_session_id: str) -> RedeemResult:
+        """Spend ``code`` and pair the app with its runner, atomically, if the runner is online.
+
+        An offline runner's code stays valid (the runner may come back within its TTL).
+        """
+        reply = await self._redeem(
+            [keys.code(code), keys.session(app_session_id)],
+            [
+                code.upper(),
+                app_session_id,
+                self.heartbeat_timeout_ms,
+                keys.RUNNER_CODE_PREFIX,
+                keys.HEARTBEAT_PREFIX,
+                keys.RUNNER_APPS_PREFIX,
+            ],
+        )
+        status = RedeemStatus(as_str(reply[0]))
+        if status is RedeemStatus.INVALID_CODE:
+            return RedeemResult(status)
+        if status is RedeemStatus.RUNNER_OFFLINE:
+            return RedeemResult(status, as_str(reply[1]))
+        return RedeemResult(status, as_str(reply[1]), as_str(reply[2]) or None)

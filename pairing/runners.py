@@ -1,0 +1,187 @@
+"""Which connection owns a runner, and finding runners whose replica died.
+
+A runner is owned by one connection at a time (``runner:owner:{runnerId}`` holds its
+connection id). A newer registration takes over; the old connection's disconnect then finds
+it no longer owns the runner and removes nothing. Heartbeats keep ``runner:last_seen`` (a
+sorted set by last heartbeat) current so that a sweeper can find stale runners cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pairing import keys
+from pairing.scripts import NOW_MS, REMOVE_ALL_FOR_RUNNER, Script, as_str, preload
+from pairing.store import Redis
+
+_BEAT = """
+redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[3])
+redis.call('ZADD', KEYS[3], now, ARGV[1])
+"""
+
+#: KEYS: owner, heartbeat, last_seen. ARGV: runner, conn, ttl ms. Returns previous owner or ''.
+_CLAIM = (
+    NOW_MS
+    + """
+local previous = redis.call('GET', KEYS[1]) or ''
+redis.call('SET', KEYS[1], ARGV[2])
+"""
+    + _BEAT
+    + """
+return previous
+"""
+)
+
+#: Heartbeat guarded by ownership. A missing owner (Redis lost its data, or a sweeper
+#: judged the runner stale) is re-claimed; another owner means this connection was taken
+#: over. Returns 1 when written, 0 when taken over.
+_OWNED_BEAT = (
+    NOW_MS
+    + """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[2] then return 0 end
+if not owner then redis.call('SET', KEYS[1], ARGV[2]) end
+"""
+    + _BEAT
+    + """
+return 1
+"""
+)
+
+#: KEYS: owner, heartbeat, last_seen, apps set. ARGV: runner, conn, session prefix.
+#: Returns false when the connection no longer owns the runner, else the unpaired apps.
+_RELEASE = (
+    """
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return false end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+local runner = ARGV[1]
+local apps_key = KEYS[4]
+local session_prefix = ARGV[3]
+"""
+    + REMOVE_ALL_FOR_RUNNER
+    + """
+return removed
+"""
+)
+
+#: Forget runners whose last heartbeat is older than ARGV[1] ms, at most ARGV[2] of them.
+#: KEYS: last_seen. ARGV: timeout ms, limit, apps prefix, session prefix, owner prefix,
+#: heartbeat prefix. Returns a flat list: runner, n, app1..appn, runner, n, ...
+_SWEEP = (
+    NOW_MS
+    + """
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]),
+  'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+local session_prefix = ARGV[4]
+for _, runner in ipairs(stale) do
+  local hb = tonumber(redis.call('GET', ARGV[6] .. runner))
+  if hb and now - hb <= tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], hb, runner)
+  else
+    redis.call('ZREM', KEYS[1], runner)
+    redis.call('DEL', ARGV[5] .. runner, ARGV[6] .. runner)
+    local apps_key = ARGV[3] .. runner
+"""
+    + REMOVE_ALL_FOR_RUNNER
+    + """
+    out[#out + 1] = runner
+    out[#out + 1] = #removed
+    for _, app in ipairs(removed) do out[#out + 1] = app end
+  end
+end
+return out
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StaleRunner:
+    runner_id: str
+    unpaired_apps: list[str]
+
+
+class RunnerRegistry:
+    """Runner ownership by connection, ownership-guarded heartbeats, and the stale sweep."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        heartbeat_timeout_s: float = 30.0,
+        heartbeat_ttl_s: float = 60.0,
+    ) -> None:
+        self.redis = redis
+        self.heartbeat_timeout_ms = int(heartbeat_timeout_s * 1000)
+        self.heartbeat_ttl_ms = int(heartbeat_ttl_s * 1000)
+        self._claim = Script(redis, _CLAIM)
+        self._beat = Script(redis, _OWNED_BEAT)
+        self._release = Script(redis, _RELEASE)
+        self._sweep = Script(redis, _SWEEP)
+
+    async def load_scripts(self) -> None:
+        await preload(self.redis, self._claim, self._beat, self._release, self._sweep)
+
+    async def claim(self, runner_id: str, conn_id: str) -> str | None:
+        """Make ``conn_id`` the owner and record a heartbeat; returns the previous owner."""
+        previous = await self._claim(
+            [keys.owner(runner_id), keys.heartbeat(runner_id), keys.RUNNER_LAST_SEEN],
+            [runner_id, conn_id, self.heartbeat_ttl_ms],
+        )
+        text = as_str(previous)
+        return text or None
+
+    async def heartbeat(self, runner_id: str, conn_id: str) -> bool:
+        """Record a heartbeat unless another connection has taken the runner over."""
+        written = await self._beat(
+            [keys.owner(runner_id), keys.heartbeat(runner_id), keys.RUNNER_LAST_SEEN],
+            [runner_id, conn_id, self.heartbeat_ttl_ms],
+        )
+        return bool(written)
+
+    async def owner(self, runner_id: str) -> str | None:
+        value = await self.redis.get(keys.owner(runner_id))
+        return None if value is None else as_str(value)
+
+    async def release(self, runner_id: str, conn_id: str) -> list[str] | None:
+        """On disconnect: if ``conn_id`` still owns the runner, forget it and unpair its apps.
+
+        Returns the unpaired apps, or None when another connection owns the runner now (a
+        takeover), in which case nothing is removed.
+        """
+        result = await self._release(
+            [
+                keys.owner(runner_id),
+                keys.heartbeat(runner_id),
+                keys.RUNNER_LAST_SEEN,
+                keys.runner_apps(runner_id),
+            ],
+            [runner_id, conn_id, keys.SESSION_PREFIX],
+        )
+        if result is None:
+            return None
+        return sorted(as_str(a) for a in result)
+
+    async def sweep(self, limit: int = 100) -> list[StaleRunner]:
+        """Forget runners without a heartbeat for longer than the timeout; unpair their apps."""
+        flat = await self._sweep(
+            [keys.RUNNER_LAST_SEEN],
+            [
+                self.heartbeat_timeout_ms,
+                limit,
+                keys.RUNNER_APPS_PREFIX,
+                keys.SESSION_PREFIX,
+                keys.OWNER_PREFIX,
+                keys.HEARTBEAT_PREFIX,
+            ],
+        )
+        out: list[StaleRunner] = []
+        i = 0
+        while i < len(flat):
+            runner = as_str(flat[i])
+            n = int(flat[i + 1])
+            apps = sorted(as_str(a) for a in flat[i + 2 : i + 2 + n])
+            out.append(StaleRunner(runner, apps))
+            i += 2 + n
+        return out
