@@ -1,0 +1,220 @@
+"""The aiohttp application: Socket.IO, health, readiness and metrics, wired from Settings.
+
+Shared state lives under typed ``web.AppKey``s; the store, the fan-out listener and the
+sweeper are opened and closed in ``cleanup_ctx``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import socketio
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.config import Settings
+from gateway.events import GatewayOptions, PairingGateway
+from gateway.fanout import Fanout
+from gateway.metrics import Metrics
+from gateway.server import GatewayServer, build_server, client_address, parse_networks
+from gateway.sweeper import Sweeper
+from pairing import (
+    PairingCodeService,
+    PairingHistoryService,
+    PairingSessionService,
+    RateLimitService,
+    RunnerRegistry,
+)
+from pairing.store import Redis, connect, is_memory_url
+
+log = logging.getLogger("gateway")
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Redis)
+SIO = web.AppKey("sio", GatewayServer)
+GATEWAY = web.AppKey("gateway", PairingGateway)
+METRICS = web.AppKey("metrics", Metrics)
+SWEEPER = web.AppKey("sweeper", Sweeper)
+FANOUT = web.AppKey("fanout", Fanout)
+
+
+def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Application:
+    replica_id = replica_id or secrets.token_hex(6)
+    app = web.Application()
+    store = connect(settings.redis_url, socket_timeout=settings.store_timeout_s)
+    metrics = Metrics()
+    sio = build_server(settings)
+    sio.attach(app, socketio_path="socket.io")
+
+    async def local_emit(sid: str, event: str, data: Any) -> None:
+        await sio.emit(event, data, to=sid)
+
+    async def local_disconnect(sid: str) -> None:
+        await sio.disconnect(sid)
+
+    fanout = Fanout(
+        store,
+        store,
+        replica_id=replica_id,
+        local_emit=local_emit,
+        local_disconnect=local_disconnect,
+        on_listener_error=lambda: metrics.redis_errors.labels("fanout").inc(),
+    )
+    hb = settings.heartbeat
+    sessions = PairingSessionService(
+        store, heartbeat_timeout_s=hb.timeout_s, heartbeat_ttl_s=hb.ttl_s
+    )
+    runners = RunnerRegistry(store, heartbeat_timeout_s=hb.timeout_s, heartbeat_ttl_s=hb.ttl_s)
+    gateway = PairingGateway(
+        sessions=sessions,
+        runners=runners,
+        codes=PairingCodeService(
+            store, ttl_s=settings.pairing_code.ttl_s, heartbeat_timeout_s=hb.timeout_s
+        ),
+        rate_limit=RateLimitService(
+            store,
+            limit=settings.rate_limit.pair_failures,
+            window_s=settings.rate_limit.window_s,
+        ),
+        history=PairingHistoryService(store, max_len=settings.history.max_len),
+        fanout=fanout,
+        metrics=metrics,
+        options=GatewayOptions(
+            heartbeat_interval_s=hb.interval_s,
+            runner_secret=settings.auth.runner_secret,
+            store_timeout_s=settings.store_timeout_s,
+        ),
+        replica_id=replica_id,
+    )
+    sweeper = Sweeper(
+        store,
+        runners,
+        replica_id=replica_id,
+        interval_s=settings.sweep_interval_s,
+        on_stale=gateway.runners_stale,
+        metrics=metrics,
+        store_timeout_s=settings.store_timeout_s,
+    )
+    _wire_socket_events(sio, gateway, parse_networks(settings.trusted_proxies))
+
+    app[SETTINGS] = settings
+    app[STORE] = store
+    app[SIO] = sio
+    app[GATEWAY] = gateway
+    app[METRICS] = metrics
+    app[SWEEPER] = sweeper
+    app[FANOUT] = fanout
+    app.cleanup_ctx.append(_background)
+    app.on_shutdown.append(_on_shutdown)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    return app
+
+
+def _wire_socket_events(
+    sio: socketio.AsyncServer, gateway: PairingGateway, trusted: list[Any]
+) -> None:
+    @sio.on("connect")  # type: ignore[untyped-decorator]
+    async def on_connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        app_session_id = None
+        if auth is not None:
+            if not isinstance(auth, dict):
+                raise socketio.exceptions.ConnectionRefusedError(
+                    "auth must be an object", {"error": "INVALID_PAYLOAD"}
+                )
+            app_session_id = auth.get("appSessionId")
+            if app_session_id is not None and not _is_app_id(app_session_id):
+                raise socketio.exceptions.ConnectionRefusedError(
+                    "auth.appSessionId must be 16-128 chars of A-Z a-z 0-9 _ -",
+                    {"error": "INVALID_PAYLOAD"},
+                )
+        await gateway.connected(sid, client_address(environ, trusted), app_session_id)
+
+    @sio.on("disconnect")  # type: ignore[untyped-decorator]
+    async def on_disconnect(sid: str, reason: Any = None) -> None:
+        try:
+            await gateway.disconnected(sid)
+        except Exception:
+            log.exception("disconnect handling failed")
+
+    @sio.on("*")  # type: ignore[untyped-decorator]
+    async def on_event(event: str, sid: str, *args: Any) -> dict[str, Any]:
+        return await gateway.dispatch(event, sid, args)
+
+
+def _is_app_id(value: object) -> bool:
+    from gateway.protocol import is_app_session_id
+
+    return is_app_session_id(value)
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = app[STORE]
+    gateway = app[GATEWAY]
+    if is_memory_url(settings.redis_url):
+        log.warning(
+            "using the embedded memory:// store: one replica only, nothing survives a restart",
+            extra={"redis_url": settings.redis_url},
+        )
+    try:
+        async with asyncio.timeout(settings.store_timeout_s):
+            for service in (gateway.sessions, gateway.runners, gateway.codes, gateway.rate_limit):
+                await service.load_scripts()
+    except Exception as exc:  # loaded on first use instead (redis-py reloads on NOSCRIPT)
+        log.warning("could not preload Lua scripts", extra={"error": repr(exc)})
+    app[FANOUT].start()
+    app[SWEEPER].start()
+    yield
+    await app[SWEEPER].stop()
+    await app[FANOUT].stop()
+    await store.aclose()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    """Graceful stop: close connections without unpairing runners; they reconnect elsewhere."""
+    gateway = app[GATEWAY]
+    gateway.shutting_down = True
+    sio = app[SIO]
+    for sid in list(gateway.conns):
+        eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is not None:
+            try:
+                await sio.eio.disconnect(eio_sid)
+            except Exception:
+                log.debug("closing %s failed", sid)
+    await sio.shutdown()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    app = request.app
+    settings = app[SETTINGS]
+    checks = {"store": False, "fanout": app[FANOUT].healthy}
+    try:
+        async with asyncio.timeout(min(settings.store_timeout_s, 2.0)):
+            checks["store"] = bool(await app[STORE].ping())
+    except Exception:
+        app[METRICS].redis_errors.labels("readyz").inc()
+    ready = all(checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "unavailable", **checks}, status=200 if ready else 503
+    )
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    app = request.app
+    gateway = app[GATEWAY]
+    metrics = app[METRICS]
+    metrics.fanout_messages.labels("local")._value.set(gateway.fanout.delivered_locally)
+    metrics.fanout_messages.labels("published")._value.set(gateway.fanout.published)
+    body = generate_latest(metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,86 @@
+"""``pairing-gateway [--config PATH] [--host H] [--port P] [--redis-url URL]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from gateway.config import ConfigError, Settings, load_settings
+from gateway.logs import setup_logging
+
+log = logging.getLogger("gateway")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="pairing-gateway",
+        description="Socket.IO pairing gateway for mobile apps and runner daemons.",
+    )
+    parser.add_argument("--config", metavar="PATH", help="YAML config file (config.yaml)")
+    parser.add_argument("--host", help="address to listen on")
+    parser.add_argument("--port", type=int, help="port to listen on")
+    parser.add_argument(
+        "--redis-url",
+        help="redis://, rediss://, unix:// or memory:// (embedded single-process store)",
+    )
+    return parser.parse_args(argv)
+
+
+def load(argv: Sequence[str] | None = None) -> Settings:
+    args = parse_args(argv)
+    return load_settings(
+        args.config,
+        overrides={"host": args.host, "port": args.port, "redis_url": args.redis_url},
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load(argv)
+    except ConfigError as exc:
+        print(f"pairing-gateway: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_format, settings.log_level)
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    from gateway.app import create_app
+
+    app = create_app(settings)
+    store = (
+        "embedded memory:// store (single replica)"
+        if settings.redis_url.startswith("memory://")
+        else "Redis"
+    )
+    log.info(
+        f"pairing-gateway listening on {settings.host}:{settings.port} using {store}",
+        extra={"redis_url": _redact(settings.redis_url)},
+    )
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=5.0,
+    )
+    return 0
+
+
+def _redact(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,412 @@
+"""The contract's events: thin handlers over the injected pairing services.
+
+Each handler validates its payload into a msgspec type, calls a service, and returns the
+ack. ``dispatch`` wraps every handler so that whatever happens the client gets exactly one
+ack: success, the handler's error code, UNAVAILABLE when the store fails or does not answer
+within ``store_timeout_s``, or INTERNAL for a bug (logged, never leaked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from gateway.fanout import Fanout, room_for_app, room_for_runner
+from gateway.metrics import Metrics
+from gateway.protocol import (
+    CommandPayload,
+    EmptyPayload,
+    ErrorCode,
+    Event,
+    GatewayError,
+    HeartbeatPayload,
+    OutputPayload,
+    PairPayload,
+    RegisterPayload,
+    ServerEvent,
+    UnpairReason,
+    decode_args,
+    error_ack,
+    is_code_shaped,
+)
+from pairing import (
+    CodeTakenError,
+    HistoryEvent,
+    PairingCodeService,
+    PairingHistoryService,
+    PairingSessionService,
+    RateLimitService,
+    RedeemStatus,
+    RunnerRegistry,
+    StaleRunner,
+)
+
+log = logging.getLogger("gateway.events")
+
+Ack = dict[str, Any]
+STORE_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+class Role(Enum):
+    UNKNOWN = "unknown"  # connected without auth.appSessionId, no role event yet
+    APP = "app"
+    RUNNER = "runner"
+
+
+@dataclass(slots=True)
+class Conn:
+    """What this replica knows about one connected socket."""
+
+    sid: str
+    conn_id: str  # replica-qualified, stored as a runner's owner
+    address: str
+    app_session_id: str
+    role: Role = Role.UNKNOWN
+    runner_id: str | None = None
+    rooms: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayOptions:
+    heartbeat_interval_s: float = 10.0
+    runner_secret: str | None = None
+    store_timeout_s: float = 3.0
+
+
+Handler = Callable[[Conn, tuple[Any, ...]], Awaitable[Ack]]
+
+
+class PairingGateway:
+    """Socket.IO-facing behaviour, with every dependency injected."""
+
+    def __init__(
+        self,
+        *,
+        sessions: PairingSessionService,
+        runners: RunnerRegistry,
+        codes: PairingCodeService,
+        rate_limit: RateLimitService,
+        history: PairingHistoryService,
+        fanout: Fanout,
+        metrics: Metrics,
+        options: GatewayOptions,
+        replica_id: str,
+    ) -> None:
+        self.sessions = sessions
+        self.runners = runners
+        self.codes = codes
+        self.rate_limit = rate_limit
+        self.history = history
+        self.fanout = fanout
+        self.metrics = metrics
+        self.options = options
+        self.replica_id = replica_id
+        self.conns: dict[str, Conn] = {}
+        #: Set on SIGTERM: runners leaving now reconnect elsewhere, so keep their pairings.
+        self.shutting_down = False
+        self._handlers: dict[str, Handler] = {
+            Event.RUNNER_REGISTER: self.runner_register,
+            Event.RUNNER_HEARTBEAT: self.runner_heartbeat,
+            Event.RUNNER_OUTPUT: self.runner_output,
+            Event.APP_PAIR: self.app_pair,
+            Event.APP_UNPAIR: self.app_unpair,
+            Event.APP_STATUS: self.app_status,
+            Event.APP_COMMAND: self.app_command,
+        }
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    async def dispatch(self, event: str, sid: str, args: tuple[Any, ...]) -> Ack:
+        started = time.perf_counter()
+        handler = self._handlers.get(event)
+        label = event if handler is not None else "unknown"
+        try:
+            conn = self.conns.get(sid)
+            if handler is None:
+                raise GatewayError(ErrorCode.INVALID_PAYLOAD, f"unknown event {event[:64]!r}")
+            if conn is None:
+                raise GatewayError(ErrorCode.INTERNAL, "connection state is missing")
+            async with asyncio.timeout(self.options.store_timeout_s):
+                ack = await handler(conn, args)
+            result = "success"
+        except GatewayError as exc:
+            ack, result = error_ack(exc.code, exc.message), exc.code.value
+        except STORE_ERRORS as exc:
+            self.metrics.redis_errors.labels(label).inc()
+            log.warning("store unavailable", extra={"event": label, "error": repr(exc)})
+            ack = error_ack(ErrorCode.UNAVAILABLE, "the pairing store is unreachable; retry")
+            result = ErrorCode.UNAVAILABLE.value
+        except Exception:
+            log.exception("handler failed", extra={"event": label})
+            ack = error_ack(ErrorCode.INTERNAL, "internal error")
+            result = ErrorCode.INTERNAL.value
+        self.metrics.events.labels(label, result).inc()
+        self.metrics.ack_latency.labels(label).observe(time.perf_counter() - started)
+        return ack
+
+    # -- connection lifecycle -------------------------------------------------------------
+
+    async def connected(self, sid: str, address: str, app_session_id: str | None) -> None:
+        """Register a new socket; an app presenting its id takes over older sockets of it."""
+        presented = app_session_id is not None
+        conn = Conn(
+            sid=sid,
+            conn_id=f"{self.replica_id}/{sid}",
+            address=address,
+            app_session_id=app_session_id or secrets.token_urlsafe(24),
+        )
+        self.conns[sid] = conn
+        if presented:
+            try:
+                async with asyncio.timeout(self.options.store_timeout_s):
+                    await self._become_app(conn)
+            except STORE_ERRORS as exc:
+                # Local delivery works; older sockets elsewhere go when their pings fail.
+                self.metrics.redis_errors.labels("connect").inc()
+                log.warning("could not announce app connection", extra={"error": repr(exc)})
+
+    async def disconnected(self, sid: str) -> None:
+        conn = self.conns.pop(sid, None)
+        if conn is None:
+            return
+        for room in list(conn.rooms):
+            await self.fanout.leave(sid, room)
+        if conn.role is Role.APP:
+            self.metrics.connected_apps.dec()
+            return  # req 4.4: an app's pairing survives its disconnect
+        if conn.role is not Role.RUNNER or conn.runner_id is None:
+            return
+        self.metrics.connected_runners.dec()
+        if self.shutting_down:
+            return
+        try:
+            async with asyncio.timeout(self.options.store_timeout_s):
+                await self._release_runner(conn.runner_id, conn.conn_id)
+        except STORE_ERRORS as exc:
+            # The heartbeat goes stale instead, and a sweeper unpairs within the timeout.
+            self.metrics.redis_errors.labels("disconnect").inc()
+            log.warning(
+                "runner release failed; the sweeper will finish it",
+                extra={"runnerId": conn.runner_id, "error": repr(exc)},
+            )
+
+    async def _release_runner(self, runner_id: str, conn_id: str) -> None:
+        apps = await self.runners.release(runner_id, conn_id)
+        if apps is None:
+            return  # taken over by a newer registration: nothing to remove
+        await self._announce_runner_gone(runner_id, apps, UnpairReason.RUNNER_DISCONNECTED)
+
+    async def runners_stale(self, stale: list[StaleRunner]) -> None:
+        """Sweeper's findings: runners whose replica died without running a disconnect."""
+        for runner in stale:
+            await self._announce_runner_gone(
+                runner.runner_id, runner.unpaired_apps, UnpairReason.RUNNER_OFFLINE
+            )
+
+    async def _announce_runner_gone(
+        self, runner_id: str, apps: list[str], reason: UnpairReason
+    ) -> None:
+        payload = {"runnerId": runner_id, "reason": reason.value}
+        for app in apps:
+            await self.fanout.emit(room_for_app(app), ServerEvent.UNPAIRED, payload)
+        kind = (
+            HistoryEvent.RUNNER_DISCONNECTED
+            if reason is UnpairReason.RUNNER_DISCONNECTED
+            else HistoryEvent.RUNNER_OFFLINE
+        )
+        await self.history.record(kind, runner_id=runner_id, reason=reason.value)
+        for app in apps:
+            self.metrics.pairings.labels(kind.value).inc()
+            await self.history.record(
+                HistoryEvent.UNPAIRED, app_session_id=app, runner_id=runner_id, reason=reason.value
+            )
+
+    async def _become_app(self, conn: Conn) -> None:
+        if conn.role is Role.APP:
+            return
+        if conn.role is Role.RUNNER:
+            raise GatewayError(ErrorCode.WRONG_ROLE, "this connection is registered as a runner")
+        conn.role = Role.APP
+        self.metrics.connected_apps.inc()
+        room = room_for_app(conn.app_session_id)
+        conn.rooms.add(room)
+        await self.fanout.join(conn.sid, room)
+        await self.fanout.evict(room, conn.sid)
+
+    # -- runner events ----------------------------------------------------------------------
+
+    async def runner_register(self, conn: Conn, args: tuple[Any, ...]) -> Ack:
+        payload = decode_args(args, RegisterPayload, fields_required=True)
+        if conn.role is Role.APP:
+            raise GatewayError(ErrorCode.WRONG_ROLE, "this connection is an app")
+        runner_id = payload.runner_id
+        self._check_token(runner_id, payload.token)
+        try:  # first, so that CODE_TAKEN leaves everything as it was
+            code = await self.codes.register(runner_id, payload.pairing_code)
+        except CodeTakenError:
+            raise GatewayError(
+                ErrorCode.CODE_TAKEN, "that pairing code is in use by another runner"
+            ) from None
+        if conn.runner_id is not None and conn.runner_id != runner_id:
+            old_room = room_for_runner(conn.runner_id)
+            conn.rooms.discard(old_room)
+            await self.fanout.leave(conn.sid, old_room)
+            await self._release_runner(conn.runner_id, conn.conn_id)
+        previous_owner = await self.runners.claim(runner_id, conn.conn_id)
+        if conn.role is not Role.RUNNER:
+            conn.role = Role.RUNNER
+            self.metrics.connected_runners.inc()
+        conn.runner_id = runner_id
+        room = room_for_runner(runner_id)
+        conn.rooms.add(room)
+        await self.fanout.join(conn.sid, room)
+        if previous_owner is not None and previous_owner != conn.conn_id:
+            await self.fanout.evict(room, conn.sid)
+        return {
+            "success": True,
+            "runnerId": runner_id,
+            "pairingCode": payload.pairing_code or code.code,
+            "expiresAt": code.expires_at,
+            "heartbeatIntervalMs": int(self.options.heartbeat_interval_s * 1000),
+        }
+
+    def _check_token(self, runner_id: str, token: str | None) -> None:
+        secret = self.options.runner_secret
+        if secret is None:
+            return
+        expected = hmac.new(secret.encode(), runner_id.encode(), hashlib.sha256).hexdigest()
+        if token is None or not hmac.compare_digest(token.lower().encode(), expected.encode()):
+            raise GatewayError(ErrorCode.UNAUTHORIZED, "token does not match runnerId")
+
+    def _registered_runner(self, conn: Conn) -> str:
+        if conn.role is not Role.RUNNER or conn.runner_id is None:
+            raise GatewayError(ErrorCode.NOT_REGISTERED, "send runner:register first")
+        return conn.runner_id
+
+    async def runner_heartbeat(self, conn: Conn, args: tuple[Any, ...]) -> Ack:
+        payload = decode_args(args, HeartbeatPayload, fields_required=True)
+        if conn.runner_id != payload.runner_id or conn.role is not Role.RUNNER:
+            raise GatewayError(
+                ErrorCode.NOT_REGISTERED, "this connection has not registered that runnerId"
+            )
+        if not await self.runners.heartbeat(payload.runner_id, conn.conn_id):
+            raise GatewayError(
+                ErrorCode.NOT_REGISTERED, "a newer registration of this runner took over"
+            )
+        return {"success": True}
+
+    async def runner_output(self, conn: Conn, args: tuple[Any, ...]) -> Ack:
+        runner_id = self._registered_runner(conn)
+        payload = decode_args(args, OutputPayload, fields_required=True)
+        apps = await self.sessions.get_apps_by_runner_id(runner_id)
+        if payload.app_session_id is not None:
+            apps = [a for a in apps if a == payload.app_session_id]
+        message = {"runnerId": runner_id, "data": payload.data}
+        for app in apps:
+            await self.fanout.emit(room_for_app(app), ServerEvent.TERMINAL_OUTPUT, message)
+        return {"success": True, "delivered": len(apps)}
+
+    # -- app events ---------------------------------------------------------------------------
+
+    async def app_pair(self, conn: Conn, args: tuple[Any, ...]) -> Ack:
+        payload = decode_args(args, PairPayload, fields_required=True)
+        await self._become_app(conn)
+        app = conn.app_session_id
+        subjects = (
+            self.rate_limit.key("pair:addr", conn.address),
+            self.rate_limit.key("pair:app", app),
+        )
+        if await self.rate_limit.is_limited(*subjects):
+            raise GatewayError(
+                ErrorCode.RATE_LIMITED, "too many failed pairing attempts; try again later"
+            )
+        code = payload.pairing_code
+        if is_code_shaped(code):
+            result = await self.codes.redeem(code, app)
+            status = result.status
+        else:
+            result, status = None, RedeemStatus.INVALID_CODE
+        if status is RedeemStatus.INVALID_CODE:
+            await self.rate_limit.hit(*subjects)
+            await self.history.record(
+                HistoryEvent.PAIR_FAILED, app_session_id=app, reason=ErrorCode.INVALID_CODE
+            )
+            raise GatewayError(ErrorCode.INVALID_CODE, "unknown, expired or already used code")
+        assert result is not None and result.runner_id is not None
+        runner_id = result.runner_id
+        if status is RedeemStatus.RUNNER_OFFLINE:
+            await self.history.record(
+                HistoryEvent.PAIR_FAILED,
+                app_session_id=app,
+                runner_id=runner_id,
+                reason=ErrorCode.RUNNER_OFFLINE,
+            )
+            raise GatewayError(ErrorCode.RUNNER_OFFLINE, "the runner is offline")
+        previous = result.previous_runner_id
+        if previous is not None and previous != runner_id:
+            await self.fanout.emit(
+                room_for_runner(previous), ServerEvent.APP_UNPAIRED, {"appSessionId": app}
+            )
+            await self.history.record(
+                HistoryEvent.UNPAIRED, app_session_id=app, runner_id=previous, reason="REPAIRED"
+            )
+        await self.fanout.emit(
+            room_for_runner(runner_id), ServerEvent.PAIRED, {"appSessionId": app}
+        )
+        await self.history.record(HistoryEvent.PAIRED, app_session_id=app, runner_id=runner_id)
+        self.metrics.pairings.labels("paired").inc()
+        return {"success": True, "runnerId": runner_id, "appSessionId": app}
+
+    async def app_unpair(self, conn: Conn, args: tuple[Any, ...]) -> Ack:
+        decode_args(args, EmptyPayload, fields_required=False)
+        await self._become_app(conn)
+        app = conn.app_session_id
+        previous = await self.sessions.unpair(app)
+        if previous is not None:
+            await self.fanout.emit(
+                room_for_runner(previous), ServerEvent.APP_UNPAIRED, {"appSessionId": app}
+            )
+            await self.history.record(
+                HistoryEvent.UNPAIRED, app_session_id=app, runner_id=previous, reason="APP_UNPAIR"
+            )
+            self.metrics.pairings.labels("unpaired").inc()
+        return {"success": True}
+
+    async def app_status(self, conn: Conn, args: tuple[Any, ...]) -> Ack:
+        decode_args(args, EmptyPayload, fields_required=False)
+        await self._become_app(conn)
+        status = await self.sessions.get_session_status(conn.app_session_id)
+        session = status.session
+        return {
+            "success": True,
+            "paired": session is not None,
+            "runnerId": None if session is None else session.runner_id,
+            "runnerOnline": status.runner_online,
+        }
+
+    async def app_command(self, conn: Conn, args: tuple[Any, ...]) -> Ack:
+        payload = decode_args(args, CommandPayload, fields_required=True)
+        await self._become_app(conn)
+        app = conn.app_session_id
+        status = await self.sessions.get_session_status(app)
+        if status.session is None:
+            raise GatewayError(ErrorCode.NOT_PAIRED, "pair with a runner first")
+        if not status.runner_online:
+            raise GatewayError(ErrorCode.RUNNER_OFFLINE, "the paired runner is offline")
+        await self.fanout.emit(
+            room_for_runner(status.session.runner_id),
+            ServerEvent.TERMINAL_INPUT,
+            {"appSessionId": app, "data": payload.data},
+        )
+        return {"success": True}

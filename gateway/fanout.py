@@ -1,0 +1,244 @@
+"""Cross-replica delivery: one pub/sub channel per room, local delivery without Redis.
+
+Why not python-socketio's AsyncRedisManager: it publishes every emit, even one whose target
+is on this replica, on one channel that every replica reads and decodes, so relay traffic
+costs a Redis round trip per message and every replica's CPU for every message in the
+cluster. Here (like Node's sharded redis-adapter) a replica subscribes only to the channels
+of rooms it holds; an emit whose room has members here is delivered locally, and only an
+emit for a room held elsewhere is published. See docs/architecture.md.
+
+Rooms are ``app:{appSessionId}`` and ``runner:{runnerId}``; the newest connection of an
+app or runner evicts older ones anywhere (``evict``), so a room lives on one replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from pairing import keys
+from pairing.store import Redis
+
+log = logging.getLogger("gateway.fanout")
+
+#: Sends ``event`` with ``data`` to one local socket.
+LocalEmit = Callable[[str, str, Any], Awaitable[None]]
+#: Disconnects the local socket ``sid`` (an older connection that was taken over).
+LocalDisconnect = Callable[[str], Awaitable[None]]
+
+
+class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
+    kind: str  # "emit" or "evict"
+    room: str
+    origin: str
+    event: str = ""
+    data: Any = None
+    keep: str = ""
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Envelope).decode
+
+_PING_EVERY_S = 5.0
+_PONG_DEADLINE_S = 10.0
+
+
+def room_for_app(app_session_id: str) -> str:
+    return f"app:{app_session_id}"
+
+
+def room_for_runner(runner_id: str) -> str:
+    return f"runner:{runner_id}"
+
+
+class Fanout:
+    """Room membership on this replica and delivery to rooms wherever they are."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        listen_redis: Redis,
+        *,
+        replica_id: str,
+        local_emit: LocalEmit,
+        local_disconnect: LocalDisconnect,
+        on_listener_error: Callable[[], None] | None = None,
+    ) -> None:
+        self.redis = redis
+        self.listen_redis = listen_redis
+        self.replica_id = replica_id
+        self._local_emit = local_emit
+        self._local_disconnect = local_disconnect
+        self._on_listener_error = on_listener_error
+        self.members: dict[str, set[str]] = {}
+        self._pubsub: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self.published = 0
+        self.delivered_locally = 0
+
+    # -- membership ---------------------------------------------------------------------
+
+    def is_local(self, room: str) -> bool:
+        return bool(self.members.get(room))
+
+    def local_members(self, room: str) -> set[str]:
+        return set(self.members.get(room, ()))
+
+    async def join(self, sid: str, room: str) -> None:
+        members = self.members.setdefault(room, set())
+        first = not members
+        members.add(sid)
+        if first:
+            await self._subscribe(keys.room_channel(room))
+
+    async def leave(self, sid: str, room: str) -> None:
+        members = self.members.get(room)
+        if not members or sid not in members:
+            return
+        members.discard(sid)
+        if not members:
+            del self.members[room]
+            await self._unsubscribe(keys.room_channel(room))
+
+    # -- delivery -----------------------------------------------------------------------
+
+    async def emit(self, room: str, event: str, data: Any) -> None:
+        """Deliver to ``room``: locally when it is here, else through its channel."""
+        if self.is_local(room):
+            self.delivered_locally += 1
+            await self._emit_here(room, event, data)
+            return
+        envelope = Envelope("emit", room, self.replica_id, event, data)
+        await self.redis.publish(keys.room_channel(room), _encode(envelope))
+        self.published += 1
+
+    async def _emit_here(self, room: str, event: str, data: Any) -> None:
+        for sid in self.local_members(room):
+            await self._local_emit(sid, event, data)
+
+    async def evict(self, room: str, keep_sid: str) -> None:
+        """Disconnect every member of ``room`` but ``keep_sid``, here and on other replicas."""
+        for sid in self.local_members(room) - {keep_sid}:
+            await self._local_disconnect(sid)
+        envelope = Envelope("evict", room, self.replica_id, keep=keep_sid)
+        await self.redis.publish(keys.room_channel(room), _encode(envelope))
+
+    async def _handle(self, raw: bytes) -> None:
+        try:
+            envelope = _decode(raw)
+        except msgspec.DecodeError:
+            log.warning("dropped an undecodable fan-out message")
+            return
+        if envelope.origin == self.replica_id:
+            return  # our own evict, already applied locally
+        if envelope.kind == "emit":
+            await self._emit_here(envelope.room, envelope.event, envelope.data)
+        elif envelope.kind == "evict":
+            for sid in self.local_members(envelope.room) - {envelope.keep}:
+                await self._local_disconnect(sid)
+
+    # -- the listener -------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="fanout-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _subscribe(self, channel: str) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # the listener subscribes to every current room when it reconnects
+        try:
+            await pubsub.subscribe(channel)
+        except Exception:  # the listener notices the broken connection and resubscribes
+            log.debug("subscribe to %s failed; the listener will retry", channel)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            return
+        try:
+            await pubsub.unsubscribe(channel)
+        except Exception:
+            log.debug("unsubscribe from %s failed", channel)
+
+    async def _run(self) -> None:
+        """Listen forever; after any error, reconnect and resubscribe (never die silently)."""
+        backoff = 0.05
+        while True:
+            pubsub = self.listen_redis.pubsub()
+            try:
+                self._pubsub = pubsub
+                # A replica-wide channel keeps the connection subscribed even with no rooms.
+                channels = [keys.room_channel(f"replica:{self.replica_id}")]
+                channels += [keys.room_channel(room) for room in list(self.members)]
+                await pubsub.subscribe(*channels)
+                self._connected.set()
+                if backoff > 0.05:
+                    log.info("fan-out listener reconnected", extra={"rooms": len(self.members)})
+                backoff = 0.05
+                await self._listen(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._connected.clear()
+                if self._on_listener_error is not None:
+                    self._on_listener_error()
+                log.warning(
+                    "fan-out listener lost Redis; reconnecting in %.2fs",
+                    backoff,
+                    extra={"error": repr(exc)},
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                self._connected.clear()
+                self._pubsub = None
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _listen(self, pubsub: Any) -> None:
+        last_pong = time.monotonic()
+        last_ping = 0.0
+        while True:
+            now = time.monotonic()
+            if now - last_ping >= _PING_EVERY_S:
+                await pubsub.ping()
+                last_ping = now
+            if now - last_pong > _PONG_DEADLINE_S:
+                raise ConnectionError("no pong on the pub/sub connection")
+            message = await pubsub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            kind = message.get("type")
+            if kind in {"pong", b"pong"} or (
+                kind == "message" and message.get("data") in {b"pong", "pong"}
+            ):
+                last_pong = time.monotonic()
+            elif kind == "message":
+                await self._handle(message["data"])
+            elif kind == "subscribe":
+                last_pong = time.monotonic()

@@ -1,0 +1,58 @@
+"""Prometheus metrics, on a registry per application so several can live in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+ACK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.connected_apps = Gauge(
+            "gateway_connected_apps", "App sockets connected to this replica", registry=r
+        )
+        self.connected_runners = Gauge(
+            "gateway_connected_runners",
+            "Registered runner sockets connected to this replica",
+            registry=r,
+        )
+        self.pairings = Counter(
+            "gateway_pairing_changes_total",
+            "Pairing changes made by this replica",
+            ["change"],
+            registry=r,
+        )
+        self.events = Counter(
+            "gateway_events_total",
+            "Client events handled, by event name and result (success or error code)",
+            ["event", "result"],
+            registry=r,
+        )
+        self.ack_latency = Histogram(
+            "gateway_ack_latency_seconds",
+            "Time from receiving an event to its ack",
+            ["event"],
+            buckets=ACK_BUCKETS,
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "gateway_redis_errors_total",
+            "Store operations that failed or timed out",
+            ["where"],
+            registry=r,
+        )
+        self.sweeper_actions = Counter(
+            "gateway_sweeper_actions_total",
+            "Sweeper runs and what they did",
+            ["action"],
+            registry=r,
+        )
+        self.fanout_messages = Counter(
+            "gateway_fanout_messages_total",
+            "Deliveries by path: local (no Redis) or published to another replica",
+            ["path"],
+            registry=r,
+        )

@@ -1,0 +1,134 @@
+"""Wire types of the contract: event names, payload structs, error codes, ack shapes."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+
+RUNNER_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}\Z"
+APP_SESSION_ID_PATTERN = r"^[A-Za-z0-9_\-]{16,128}\Z"
+PAIRING_CODE_PATTERN = r"^[A-Za-z0-9\-]{4,32}\Z"
+
+RunnerId = Annotated[str, msgspec.Meta(pattern=RUNNER_ID_PATTERN)]
+AppSessionId = Annotated[str, msgspec.Meta(pattern=APP_SESSION_ID_PATTERN)]
+ProposedCode = Annotated[str, msgspec.Meta(pattern=PAIRING_CODE_PATTERN)]
+
+T = TypeVar("T")
+
+_APP_SESSION_ID_RE = re.compile(APP_SESSION_ID_PATTERN)
+_PAIRING_CODE_RE = re.compile(PAIRING_CODE_PATTERN)
+
+
+class ErrorCode(StrEnum):
+    INVALID_PAYLOAD = "INVALID_PAYLOAD"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    WRONG_ROLE = "WRONG_ROLE"
+    NOT_REGISTERED = "NOT_REGISTERED"
+    CODE_TAKEN = "CODE_TAKEN"
+    INVALID_CODE = "INVALID_CODE"
+    RUNNER_OFFLINE = "RUNNER_OFFLINE"
+    RATE_LIMITED = "RATE_LIMITED"
+    NOT_PAIRED = "NOT_PAIRED"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+
+
+class Event(StrEnum):
+    RUNNER_REGISTER = "runner:register"
+    RUNNER_HEARTBEAT = "runner:heartbeat"
+    RUNNER_OUTPUT = "runner:output"
+    APP_PAIR = "app:pair"
+    APP_UNPAIR = "app:unpair"
+    APP_STATUS = "app:status"
+    APP_COMMAND = "app:command"
+
+
+class ServerEvent(StrEnum):
+    PAIRED = "pairing:paired"
+    APP_UNPAIRED = "pairing:app_unpaired"
+    UNPAIRED = "pairing:unpaired"
+    TERMINAL_INPUT = "terminal:input"
+    TERMINAL_OUTPUT = "terminal:output"
+
+
+class UnpairReason(StrEnum):
+    RUNNER_DISCONNECTED = "RUNNER_DISCONNECTED"
+    RUNNER_OFFLINE = "RUNNER_OFFLINE"
+
+
+# -- client -> server payloads (unknown fields are ignored, for forward compatibility) --
+
+
+class RegisterPayload(msgspec.Struct, rename="camel"):
+    runner_id: RunnerId
+    pairing_code: ProposedCode | None = None
+    token: str | None = None
+
+
+class HeartbeatPayload(msgspec.Struct, rename="camel"):
+    runner_id: RunnerId
+
+
+class OutputPayload(msgspec.Struct, rename="camel"):
+    data: Any
+    app_session_id: AppSessionId | None = None
+
+
+class PairPayload(msgspec.Struct, rename="camel"):
+    #: Any string; one that cannot be a code is INVALID_CODE (a failed attempt), not
+    #: INVALID_PAYLOAD, so guessing malformed codes is rate limited like any other guess.
+    pairing_code: str
+
+
+class EmptyPayload(msgspec.Struct):
+    pass
+
+
+class CommandPayload(msgspec.Struct):
+    data: Any
+
+
+class GatewayError(Exception):
+    """Ends an event with an error ack; the message is for people."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def error_ack(code: ErrorCode, message: str) -> dict[str, Any]:
+    return {"error": code.value, "message": message}
+
+
+def is_app_session_id(value: object) -> bool:
+    return isinstance(value, str) and _APP_SESSION_ID_RE.match(value) is not None
+
+
+def is_code_shaped(value: str) -> bool:
+    return _PAIRING_CODE_RE.match(value) is not None
+
+
+def decode_args(args: tuple[Any, ...], kind: type[T], *, fields_required: bool) -> T:
+    """One JSON object -> ``kind``; no argument is ``{}`` for events that need no fields."""
+    if not args and not fields_required:
+        return msgspec.convert({}, kind)
+    if len(args) != 1:
+        raise GatewayError(
+            ErrorCode.INVALID_PAYLOAD,
+            f"expected one JSON object as the event's argument, got {len(args)} arguments",
+        )
+    payload = args[0]
+    if not isinstance(payload, dict):
+        raise GatewayError(ErrorCode.INVALID_PAYLOAD, "the payload must be a JSON object")
+    try:
+        return msgspec.convert(payload, kind, str_keys=True)
+    except msgspec.ValidationError as exc:
+        raise GatewayError(ErrorCode.INVALID_PAYLOAD, _short(str(exc))) from None
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

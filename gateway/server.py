@@ -1,0 +1,95 @@
+"""The Socket.IO server: python-socketio's AsyncServer, hardened against hostile input."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import socketio
+from socketio import packet
+
+from gateway.codec import MsgspecJSON
+from gateway.config import Settings
+from gateway.protocol import ErrorCode, error_ack
+
+log = logging.getLogger("gateway.server")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
+    """Guarantees an ack for every event that asked for one, whatever it carried.
+
+    Stock python-socketio would hand an event named ``connect`` or ``disconnect`` to those
+    handlers, fail on a non-string name, and let a malformed packet escape into
+    python-engineio's logs; here all of those end in INVALID_PAYLOAD or a dropped packet.
+    """
+
+    async def _handle_event(
+        self, eio_sid: str, namespace: str | None, id: int | None, data: Any
+    ) -> None:
+        if (
+            not isinstance(data, list)
+            or not data
+            or not isinstance(data[0], str)
+            or data[0] in self.reserved_events
+        ):
+            if id is not None:
+                ack = error_ack(ErrorCode.INVALID_PAYLOAD, "the event name must be a string")
+                await self._send_packet(
+                    eio_sid,
+                    self.packet_class(packet.ACK, namespace=namespace or "/", id=id, data=[ack]),
+                )
+            return
+        await super()._handle_event(eio_sid, namespace, id, data)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except Exception as exc:
+            log.info("dropped a malformed packet", extra={"error": repr(exc)[:200]})
+
+
+def build_server(settings: Settings) -> GatewayServer:
+    sio_cfg = settings.socketio
+    return GatewayServer(
+        async_mode="aiohttp",
+        json=MsgspecJSON,
+        # One event at a time per connection: a terminal is a byte stream, so commands
+        # and output must leave in the order they arrived (see docs/architecture.md).
+        async_handlers=False,
+        ping_interval=sio_cfg.ping_interval_s,
+        ping_timeout=sio_cfg.ping_timeout_s,
+        max_http_buffer_size=sio_cfg.max_payload_bytes,
+        cors_allowed_origins=sio_cfg.cors_allowed_origins,
+        logger=False,
+        engineio_logger=False,
+    )
+
+
+def parse_networks(entries: Sequence[str]) -> list[Network]:
+    return [ipaddress.ip_network(e, strict=False) for e in entries]
+
+
+def client_address(environ: dict[str, Any], trusted: Sequence[Network]) -> str:
+    """The peer address, or the nearest untrusted X-Forwarded-For hop behind trusted proxies."""
+    request = environ.get("aiohttp.request")
+    peer = getattr(request, "remote", None) or "unknown"
+    if not trusted or not _is_trusted(peer, trusted):
+        return str(peer)
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            return hop
+    return hops[0] if hops else str(peer)
+
+
+def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
