@@ -57,3 +57,82 @@ async def redis(redis_proc: RedisProcess) -> AsyncIterator[Redis]:
     yield client
     await client.flushdb()
     await client.aclose()
+
+
+# -- gateway fixtures -----------------------------------------------------------------------
+
+from collections.abc import AsyncIterator as _AsyncIterator  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+from aiohttp import web  # noqa: E402
+from aiohttp.test_utils import TestServer  # noqa: E402
+
+from gateway.app import create_app  # noqa: E402
+from gateway.config import load_settings  # noqa: E402
+from tests.gw_helpers import TEST_CONFIG, Client, merged  # noqa: E402
+
+
+@dataclass
+class RunningGateway:
+    app: web.Application
+    server: TestServer
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+
+@pytest.fixture
+async def start_gateway(
+    redis_proc: RedisProcess,
+) -> _AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
+    """Start in-process gateways (real sockets, real Redis); each call is one replica."""
+    servers: list[TestServer] = []
+    flushed = False
+
+    async def start(config: dict[str, Any] | None = None, **kwargs: Any) -> RunningGateway:
+        nonlocal flushed
+        cfg = merged(TEST_CONFIG, config or {})
+        cfg.setdefault("redis_url", redis_proc.url)
+        if not flushed and cfg["redis_url"] == redis_proc.url:
+            client = connect(redis_proc.url)
+            await client.flushdb()
+            await client.aclose()
+            flushed = True
+        settings = load_settings(None, env={}, overrides=_flatten(cfg))
+        app = create_app(settings, **kwargs)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return RunningGateway(app, server)
+
+    yield start
+    for server in reversed(servers):
+        await server.close()
+
+
+def _flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.fixture
+async def clients() -> _AsyncIterator[Callable[..., Awaitable[Client]]]:
+    """Connected test clients, all closed at the end of the test."""
+    made: list[Client] = []
+
+    async def make(url: str, *, auth: Any = None, transports: list[str] | None = None) -> Client:
+        client = Client(reconnection=False)
+        made.append(client)
+        return await client.connect(url, auth=auth, transports=transports)
+
+    yield make
+    for client in made:
+        await client.close()
