@@ -177,17 +177,21 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _on_shutdown(app: web.Application) -> None:
-    """Graceful stop: close connections without unpairing runners; they reconnect elsewhere."""
+    """Graceful stop: drop connections without unpairing runners; they reconnect elsewhere.
+
+    Connections are cut at the transport instead of with a close handshake: a frozen
+    client would otherwise hold the shutdown for aiohttp's 10 s websocket close timeout,
+    and clients treat a cut transport as a reason to reconnect (to another replica).
+    """
     gateway = app[GATEWAY]
     gateway.shutting_down = True
+    await app[SWEEPER].stop()
     sio = app[SIO]
-    for sid in list(gateway.conns):
-        eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
-        if eio_sid is not None:
-            try:
-                await sio.eio.disconnect(eio_sid)
-            except Exception:
-                log.debug("closing %s failed", sid)
+    for environ in list(sio.environ.values()):
+        request = environ.get("aiohttp.request")
+        transport = getattr(request, "transport", None)
+        if transport is not None:
+            transport.close()
     await sio.shutdown()
 
 
