@@ -6,8 +6,8 @@ own and agrees across replicas.
 
 from __future__ import annotations
 
-from enum import Enum
-from typing import Any
+from collections.abc import Mapping
+from enum import StrEnum
 
 import msgspec
 
@@ -16,7 +16,7 @@ from pairing.scripts import as_str
 from pairing.store import Redis
 
 
-class HistoryEvent(str, Enum):
+class HistoryEvent(StrEnum):
     PAIRED = "paired"
     UNPAIRED = "unpaired"
     RUNNER_DISCONNECTED = "runner_disconnected"
@@ -87,6 +87,8 @@ class PairingHistoryService:
             if not batch:
                 break
             for raw_id, raw_fields in batch:
+                if raw_id is None:  # only XAUTOCLAIM-style replies have holes
+                    continue
                 entry = _entry(raw_id, raw_fields)
                 if runner_id is not None and entry.runner_id != runner_id:
                     continue
@@ -98,13 +100,18 @@ class PairingHistoryService:
             scanned += len(batch)
             if len(batch) < page:
                 break
-            upper = "(" + as_str(batch[-1][0])
+            last_id = batch[-1][0]
+            if last_id is None:
+                break
+            upper = "(" + as_str(last_id)
         return out
 
 
-def _entry(raw_id: Any, raw_fields: dict[Any, Any]) -> HistoryEntry:
+def _entry(
+    raw_id: bytes | str, raw_fields: Mapping[bytes | str, bytes | str] | None
+) -> HistoryEntry:
     entry_id = as_str(raw_id)
-    fields = {as_str(k): as_str(v) for k, v in raw_fields.items()}
+    fields = {as_str(k): as_str(v) for k, v in (raw_fields or {}).items()}
     return HistoryEntry(
         id=entry_id,
         event=fields.get("event", ""),

@@ -148,7 +148,7 @@ class PairingSessionService:
         await self.unpair(app_session_id)
 
     async def get_apps_by_runner_id(self, runner_id: str) -> list[str]:
-        members = await self.redis.smembers(keys.runner_apps(runner_id))  # type: ignore[misc]
+        members = await self.redis.smembers(keys.runner_apps(runner_id))
         return sorted(as_str(m) for m in members)
 
     async def is_runner_online(self, runner_id: str) -> bool:

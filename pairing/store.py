@@ -14,7 +14,6 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 MEMORY_SCHEME = "memory://"
 
@@ -45,9 +44,14 @@ def connect(
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": connect_timeout,
         # One quick retry covers a pooled connection that died with a Redis restart; more
-        # retries would only stretch the time a caller waits during a real outage.
-        "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
-        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        # retries would only stretch the time a caller waits during a real outage. Never
+        # retry on a timeout: the server may have run the command and only answered late,
+        # and the scripts are not idempotent (a retried redeem finds the code it just spent
+        # and reports INVALID_CODE for an app it did pair; a retried hit counts twice).
+        "retry": Retry(
+            ExponentialBackoff(cap=0.05, base=0.01), 1, supported_errors=(RedisConnectionError,)
+        ),
+        "retry_on_error": [RedisConnectionError],
         "health_check_interval": 30,
     }
     if max_connections is not None:

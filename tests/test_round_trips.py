@@ -1,0 +1,308 @@
+"""Every service method costs one round trip: counted with MONITOR on the real server.
+
+Commands run from inside Lua (``[0 lua]`` in MONITOR output) cost no round trip and are not
+counted. ``docs/round-trips.md`` records the table these tests measure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pairing import (
+    PairingCodeService,
+    PairingHistoryService,
+    PairingSessionService,
+    RateLimitService,
+    RunnerRegistry,
+)
+from pairing.store import Redis, connect
+from tests.pairing_helpers import CommandMonitor, MonitoredCommand
+from tests.redis_proc import RedisProcess
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "round-trips.md"
+
+
+@dataclass
+class Services:
+    client: Redis
+    sessions: PairingSessionService
+    runners: RunnerRegistry
+    codes: PairingCodeService
+    limits: RateLimitService
+    history: PairingHistoryService
+
+    async def load_scripts(self) -> None:
+        for svc in (self.sessions, self.runners, self.codes, self.limits):
+            await svc.load_scripts()
+
+
+@pytest.fixture
+async def services(redis: Redis) -> Services:
+    s = Services(
+        redis,
+        PairingSessionService(redis),
+        RunnerRegistry(redis),
+        PairingCodeService(redis),
+        RateLimitService(redis),
+        PairingHistoryService(redis),
+    )
+    await s.load_scripts()
+    return s
+
+
+@pytest.fixture
+async def monitor(redis_proc: RedisProcess) -> AsyncIterator[CommandMonitor]:
+    async with CommandMonitor(redis_proc.url) as mon:
+        yield mon
+
+
+Setup = Callable[[Services], Awaitable[Any]]
+Call = Callable[[Services], Awaitable[Any]]
+
+
+async def _nothing(s: Services) -> None:
+    return None
+
+
+async def _paired(s: Services) -> None:
+    """Two apps on runner r1 (online, owned by conn c1) with a live code, some history."""
+    await s.runners.claim("r1", "c1")
+    await s.sessions.create_session("a1", "r1")
+    await s.sessions.create_session("a2", "r1")
+    await s.codes.register("r1", "CODE-1")
+    await s.history.record("paired", app_session_id="a1", runner_id="r1")
+
+
+async def _stale_runner(s: Services) -> None:
+    await _paired(s)
+    await s.client.set("runner:heartbeat:r1", "1", px=60_000)
+    await s.client.zadd("runner:last_seen", {"r1": 1})
+
+
+# (label, setup, call): the label is the row of the table in docs/round-trips.md.
+CASES: list[tuple[str, Setup, Call]] = [
+    (
+        "PairingSessionService.create_session",
+        _paired,
+        lambda s: s.sessions.create_session("a1", "r2"),
+    ),
+    ("PairingSessionService.get_session", _paired, lambda s: s.sessions.get_session("a1")),
+    ("PairingSessionService.remove_session", _paired, lambda s: s.sessions.remove_session("a1")),
+    (
+        "PairingSessionService.get_apps_by_runner_id",
+        _paired,
+        lambda s: s.sessions.get_apps_by_runner_id("r1"),
+    ),
+    (
+        "PairingSessionService.is_runner_online",
+        _paired,
+        lambda s: s.sessions.is_runner_online("r1"),
+    ),
+    (
+        "PairingSessionService.update_heartbeat",
+        _paired,
+        lambda s: s.sessions.update_heartbeat("r1"),
+    ),
+    (
+        "PairingSessionService.remove_all_sessions_for_runner",
+        _paired,
+        lambda s: s.sessions.remove_all_sessions_for_runner("r1"),
+    ),
+    ("PairingSessionService.pair", _paired, lambda s: s.sessions.pair("a1", "r2")),
+    ("PairingSessionService.unpair", _paired, lambda s: s.sessions.unpair("a1")),
+    (
+        "PairingSessionService.get_session_status",
+        _paired,
+        lambda s: s.sessions.get_session_status("a1"),
+    ),
+    ("RunnerRegistry.claim", _paired, lambda s: s.runners.claim("r1", "c2")),
+    ("RunnerRegistry.heartbeat", _paired, lambda s: s.runners.heartbeat("r1", "c1")),
+    ("RunnerRegistry.owner", _paired, lambda s: s.runners.owner("r1")),
+    ("RunnerRegistry.release", _paired, lambda s: s.runners.release("r1", "c1")),
+    ("RunnerRegistry.sweep", _stale_runner, lambda s: s.runners.sweep()),
+    (
+        "PairingCodeService.register (proposed code)",
+        _paired,
+        lambda s: s.codes.register("r1", "CODE-2"),
+    ),
+    ("PairingCodeService.register (generated code)", _paired, lambda s: s.codes.register("r1")),
+    ("PairingCodeService.lookup", _paired, lambda s: s.codes.lookup("CODE-1")),
+    ("PairingCodeService.consume", _paired, lambda s: s.codes.consume("code-1")),
+    ("PairingCodeService.revoke", _paired, lambda s: s.codes.revoke("r1")),
+    ("PairingCodeService.current_code", _paired, lambda s: s.codes.current_code("r1")),
+    ("PairingCodeService.redeem", _paired, lambda s: s.codes.redeem("code-1", "a9")),
+    (
+        "RateLimitService.is_limited (2 subjects)",
+        _nothing,
+        lambda s: s.limits.is_limited("ratelimit:x:1", "ratelimit:y:1"),
+    ),
+    (
+        "RateLimitService.hit (2 subjects)",
+        _nothing,
+        lambda s: s.limits.hit("ratelimit:x:1", "ratelimit:y:1"),
+    ),
+    (
+        "RateLimitService.reset (2 subjects)",
+        _nothing,
+        lambda s: s.limits.reset("ratelimit:x:1", "ratelimit:y:1"),
+    ),
+    (
+        "PairingHistoryService.record",
+        _nothing,
+        lambda s: s.history.record("paired", app_session_id="a1", runner_id="r1"),
+    ),
+    ("PairingHistoryService.recent", _paired, lambda s: s.history.recent(10)),
+    (
+        "PairingHistoryService.recent (filtered)",
+        _paired,
+        lambda s: s.history.recent(10, runner_id="r1"),
+    ),
+]
+
+#: What each call sends. Every method is one round trip; these are its command names.
+EXPECTED: dict[str, list[str]] = {label: ["EVALSHA"] for label, _, _ in CASES}
+EXPECTED.update(
+    {
+        "PairingSessionService.get_session": ["GET"],
+        "PairingSessionService.get_apps_by_runner_id": ["SMEMBERS"],
+        "RunnerRegistry.owner": ["GET"],
+        "PairingCodeService.lookup": ["GET"],
+        "PairingCodeService.current_code": ["GET"],
+        "RateLimitService.is_limited (2 subjects)": ["MGET"],
+        "RateLimitService.reset (2 subjects)": ["DEL"],
+        "PairingHistoryService.record": ["XADD"],
+        "PairingHistoryService.recent": ["XREVRANGE"],
+        "PairingHistoryService.recent (filtered)": ["XREVRANGE"],
+    }
+)
+
+
+async def measure(
+    mon: CommandMonitor, s: Services, setup: Setup, call: Call
+) -> tuple[Any, list[MonitoredCommand]]:
+    await s.client.flushdb()
+    await setup(s)
+    return await mon.commands(s.client, lambda: call(s))
+
+
+def names(commands: list[MonitoredCommand]) -> list[str]:
+    return [c.name for c in commands]
+
+
+@pytest.mark.parametrize(("label", "setup", "call"), CASES, ids=[c[0] for c in CASES])
+async def test_one_round_trip(
+    services: Services,
+    monitor: CommandMonitor,
+    label: str,
+    setup: Setup,
+    call: Call,
+) -> None:
+    _, commands = await measure(monitor, services, setup, call)
+    assert names(commands) == EXPECTED[label], commands
+    # one connection, the client's own (no new connection, no handshake on the way)
+    assert len({c.source for c in commands}) == 1
+
+
+async def test_the_measured_calls_did_their_work(
+    services: Services, monitor: CommandMonitor
+) -> None:
+    """Guard against counting a call that silently did nothing."""
+    s = services
+    result, _ = await measure(
+        monitor, s, _paired, lambda s: s.sessions.remove_all_sessions_for_runner("r1")
+    )
+    assert result == ["a1", "a2"]
+    result, _ = await measure(monitor, s, _stale_runner, lambda s: s.runners.sweep())
+    assert [(r.runner_id, r.unpaired_apps) for r in result] == [("r1", ["a1", "a2"])]
+    result, _ = await measure(monitor, s, _paired, lambda s: s.codes.redeem("code-1", "a9"))
+    assert result.runner_id == "r1"
+    result, _ = await measure(monitor, s, _paired, lambda s: s.runners.release("r1", "c1"))
+    assert result == ["a1", "a2"]
+
+
+async def test_noscript_is_recovered_by_reloading(
+    services: Services, monitor: CommandMonitor, redis: Redis
+) -> None:
+    s = services
+    await s.sessions.create_session("a1", "r1")
+    await s.sessions.update_heartbeat("r1")
+    await redis.script_flush()
+    assert await redis.script_exists(s.sessions._status.sha) == [False]
+
+    status, commands = await monitor.commands(redis, lambda: s.sessions.get_session_status("a1"))
+    assert status.session is not None and status.runner_online
+    assert names(commands) == ["EVALSHA", "SCRIPT", "EVALSHA"]
+    assert commands[1].args[1].upper() == "LOAD"
+
+    # reloaded: back to one round trip
+    _, commands = await monitor.commands(redis, lambda: s.sessions.get_session_status("a1"))
+    assert names(commands) == ["EVALSHA"]
+
+    # every other script works after the flush too
+    await redis.script_flush()
+    assert await s.sessions.remove_all_sessions_for_runner("r1") == ["a1"]
+    assert (await s.codes.register("r1", "ABCD")).code == "ABCD"
+    assert (await s.codes.redeem("abcd", "a2")).runner_id == "r1"
+    assert await s.limits.hit("ratelimit:k") == [1]
+    assert await s.runners.claim("r1", "c1") is None
+
+
+async def test_without_load_scripts_the_first_call_loads(
+    redis: Redis, monitor: CommandMonitor, redis_proc: RedisProcess
+) -> None:
+    await redis.script_flush()
+    fresh = connect(redis_proc.url)
+    try:
+        await fresh.ping()  # open the connection before counting
+        svc = PairingSessionService(fresh)
+        _, first = await monitor.commands(fresh, lambda: svc.is_runner_online("r1"))
+        _, second = await monitor.commands(fresh, lambda: svc.is_runner_online("r1"))
+        _, loading = await monitor.commands(fresh, svc.load_scripts)
+    finally:
+        await fresh.aclose()
+    assert names(first) == ["EVALSHA", "SCRIPT", "EVALSHA"]
+    assert names(second) == ["EVALSHA"]
+    assert names(loading) == ["SCRIPT"] * 6
+
+
+def table(rows: list[tuple[str, list[str]]]) -> str:
+    lines = ["| Method | Commands sent per call | Round trips |", "|---|---|---|"]
+    for label, cmds in rows:
+        lines.append(f"| `{label}` | {', '.join(cmds)} | {len(cmds)} |")
+    return "\n".join(lines)
+
+
+async def test_docs_table_matches_measurements(services: Services, monitor: CommandMonitor) -> None:
+    rows = []
+    for label, setup, call in CASES:
+        _, commands = await measure(monitor, services, setup, call)
+        rows.append((label, names(commands)))
+    print("\n" + table(rows))
+    doc = DOC.read_text()
+    for line in table(rows).splitlines()[2:]:
+        assert line in doc, f"docs/round-trips.md lacks the measured row {line!r}"
+    documented = re.findall(r"^\| `([^`]+)` \|", doc, flags=re.M)
+    assert sorted(documented) == sorted(label for label, _, _ in CASES)
+
+
+async def test_filtered_history_reads_one_page_per_round_trip(
+    services: Services, monitor: CommandMonitor
+) -> None:
+    s = services
+    async with s.client.pipeline(transaction=False) as pipe:
+        for i in range(1200):
+            pipe.xadd("pairing:history", {"event": "paired", "runnerId": f"r{i % 100}"})
+        await pipe.execute()
+    found, commands = await monitor.commands(
+        s.client, lambda: s.history.recent(100, runner_id="r7")
+    )
+    assert len(found) == 12
+    assert names(commands) == ["XREVRANGE"] * 3  # pages of 500: 500 + 500 + 200
+    _, commands = await monitor.commands(s.client, lambda: s.history.recent(100))
+    assert names(commands) == ["XREVRANGE"]
