@@ -218,7 +218,7 @@ class Fanout:
                 self._connected.clear()
                 self._pubsub = None
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _listen(self, pubsub: Any) -> None:
         last_pong = time.monotonic()

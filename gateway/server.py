@@ -79,7 +79,7 @@ def client_address(environ: dict[str, Any], trusted: Sequence[Network]) -> str:
     peer = getattr(request, "remote", None) or "unknown"
     if not trusted or not _is_trusted(peer, trusted):
         return str(peer)
-    forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+    forwarded = str(environ.get("HTTP_X_FORWARDED_FOR", ""))
     hops = [h.strip() for h in forwarded.split(",") if h.strip()]
     for hop in reversed(hops):
         if not _is_trusted(hop, trusted):

@@ -18,10 +18,20 @@ def test_shipped_config_has_every_contract_key_and_defaults() -> None:
     settings = load_settings(ROOT / "config.yaml", env={})
     assert settings == Settings()  # the file documents the defaults, it does not change them
     raw = yaml.safe_load((ROOT / "config.yaml").read_text())
-    for key in (
-        "host port redis_url heartbeat sweep_interval_s pairing_code rate_limit auth "
-        "socketio trusted_proxies history log_format"
-    ).split():
+    for key in [
+        "host",
+        "port",
+        "redis_url",
+        "heartbeat",
+        "sweep_interval_s",
+        "pairing_code",
+        "rate_limit",
+        "auth",
+        "socketio",
+        "trusted_proxies",
+        "history",
+        "log_format",
+    ]:
         assert key in raw, key
     assert set(raw["heartbeat"]) == {"interval_s", "timeout_s", "ttl_s"}
     assert set(raw["socketio"]) == {
