@@ -73,6 +73,8 @@ class Conn:
     app_session_id: str
     role: Role = Role.UNKNOWN
     runner_id: str | None = None
+    #: The app presented its own appSessionId (so older sockets of it may exist elsewhere).
+    presented: bool = False
     rooms: set[str] = field(default_factory=set)
 
 
@@ -165,6 +167,7 @@ class PairingGateway:
             conn_id=f"{self.replica_id}/{sid}",
             address=address,
             app_session_id=app_session_id or secrets.token_urlsafe(24),
+            presented=presented,
         )
         self.conns[sid] = conn
         if presented:
@@ -242,7 +245,8 @@ class PairingGateway:
         room = room_for_app(conn.app_session_id)
         conn.rooms.add(room)
         await self.fanout.join(conn.sid, room)
-        await self.fanout.evict(room, conn.sid)
+        if conn.presented:  # a server-assigned id has no older sockets to evict
+            await self.fanout.evict(room, conn.sid)
 
     # -- runner events ----------------------------------------------------------------------
 
