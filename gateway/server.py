@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import socketio
+from engineio.payload import Payload
 from socketio import packet
 
 from gateway.codec import MsgspecJSON
@@ -54,6 +55,12 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
 
 def build_server(settings: Settings) -> GatewayServer:
     sio_cfg = settings.socketio
+    # python-engineio drops a whole long-polling POST that carries more than 16 packets
+    # (``Payload.max_decode_packets``), but socket.io-client batches every packet queued
+    # while a POST is in flight, bounded only by the payload size: an app emitting 17
+    # commands in a burst over polling lost all of them. Bound the count by the byte
+    # limit instead (a packet takes at least 2 bytes), as websocket frames already are.
+    Payload.max_decode_packets = max(Payload.max_decode_packets, sio_cfg.max_payload_bytes // 2)
     return GatewayServer(
         async_mode="aiohttp",
         json=MsgspecJSON,
