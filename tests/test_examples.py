@@ -1,0 +1,81 @@
+"""examples/runner.py and examples/app.py, as a user runs them, against a gateway process."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pairing.store import connect
+from tests.example_procs import RunnerProcess, run_app
+from tests.gw_helpers import GatewayProcess
+from tests.redis_proc import RedisProcess
+
+
+@pytest.fixture
+async def gateway(redis_proc: RedisProcess) -> AsyncIterator[GatewayProcess]:
+    client = connect(redis_proc.url)
+    await client.flushdb()
+    await client.aclose()
+    # A heartbeat timeout longer than a restart, as in production (30 s): the runner is
+    # back before the sweeper would call it offline, so its pairings survive a crash.
+    gw = GatewayProcess(redis_proc.url, {"heartbeat": {"timeout_s": 10, "ttl_s": 20}})
+    gw.start()
+    yield gw
+    gw.terminate()
+
+
+async def test_app_prints_runner_output_and_runner_survives_a_gateway_restart(
+    gateway: GatewayProcess,
+) -> None:
+    runner_id = f"example-{secrets.token_hex(4)}"
+    runner = RunnerProcess(gateway.url, runner_id)
+    await runner.start()
+    try:
+        code, line = await runner.next_code()
+        app_id = f"example-app-{secrets.token_hex(8)}"
+        status, out = await run_app(
+            gateway.url, "--app-session-id", app_id, "--code", code, "hello world", "second line"
+        )
+        assert status == 0, out
+        assert f"paired with runner {runner_id}" in out
+        printed = out.splitlines()
+        assert printed[-2:] == ["echo: hello world", "echo: second line"], out
+
+        # The gateway dies (SIGKILL: no graceful close) and comes back on the same port.
+        port = gateway.port
+        gateway.kill()
+        gateway.start()
+        assert gateway.port == port
+        new_code, _ = await runner.next_code(after=line + 1, timeout=20)
+        assert new_code != code
+        assert any(rl.startswith("disconnected; reconnecting") for rl in runner.lines)
+
+        # The first app resumes with its appSessionId, no code: still paired, and served.
+        status, out = await run_app(gateway.url, "--app-session-id", app_id, "resumed")
+        assert status == 0, out
+        assert out.splitlines() == ["echo: resumed"], out
+        # A new app pairs with the new code.
+        status, out = await run_app(gateway.url, "--code", new_code, "after restart")
+        assert status == 0, out
+        assert out.splitlines()[-1] == "echo: after restart", out
+        # The spent code no longer pairs.
+        status, out = await run_app(gateway.url, "--code", code, "stale")
+        assert status == 1 and "INVALID_CODE" in out, out
+    finally:
+        assert await runner.stop() == 0, "\n".join(runner.lines)
+    assert runner.lines[-1] == "stopped"
+
+
+async def test_runner_exec_mode_runs_the_command(gateway: GatewayProcess) -> None:
+    """With --exec the runner runs each input in a shell and sends back its output."""
+    runner = RunnerProcess(gateway.url, f"example-exec-{secrets.token_hex(4)}", "--exec")
+    await runner.start()
+    try:
+        code, _ = await runner.next_code()
+        status, out = await run_app(gateway.url, "--code", code, "echo sum=$((6 * 7))")
+        assert status == 0, out
+        assert out.splitlines()[-1] == "sum=42", out
+    finally:
+        assert await runner.stop() == 0, "\n".join(runner.lines)
