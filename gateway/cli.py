@@ -26,7 +26,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="port to listen on")
     parser.add_argument(
         "--redis-url",
-        help="redis://, rediss://, unix:// or memory:// (embedded single-process store)",
+        help="redis://, rediss://, unix://, redis+sentinel://host:port/service/db, "
+        "or memory:// (embedded single-process store)",
     )
     return parser.parse_args(argv)
 

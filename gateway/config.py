@@ -74,8 +74,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         scheme = self.redis_url.split("://", 1)[0] if "://" in self.redis_url else ""
-        if scheme not in {"redis", "rediss", "unix", "memory"}:
-            raise ValueError("redis_url must start with redis://, rediss://, unix:// or memory://")
+        if scheme not in {"redis", "rediss", "unix", "memory", "redis+sentinel", "rediss+sentinel"}:
+            raise ValueError(
+                "redis_url must start with redis://, rediss://, unix://, redis+sentinel://, "
+                "rediss+sentinel:// or memory://"
+            )
         if self.heartbeat.timeout_s > self.heartbeat.ttl_s:
             raise ValueError("heartbeat.timeout_s must not exceed heartbeat.ttl_s")
 

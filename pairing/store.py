@@ -1,21 +1,25 @@
 """Turn a ``redis_url`` into an asyncio Redis client.
 
 ``redis://``, ``rediss://`` and ``unix://`` give a real redis-py client (hiredis parser when
-installed); ``memory://`` gives an in-process fakeredis server with Lua, so one process can run
-with no Redis at all. Every client gets short socket timeouts so that an outage surfaces as an
-error within a bounded time instead of a hang.
+installed); ``redis+sentinel://`` (``rediss+sentinel://`` for TLS to Redis) finds the primary
+through Redis Sentinel and follows failovers; ``memory://`` gives an in-process fakeredis
+server with Lua, so one process can run with no Redis at all. Every client gets short socket
+timeouts so that an outage surfaces as an error within a bounded time instead of a hang.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 MEMORY_SCHEME = "memory://"
+SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
 
 Redis = aioredis.Redis
 
@@ -38,7 +42,8 @@ def connect(
         server = _memory_servers.setdefault(url, fakeredis.FakeServer())
         client: Redis = fakeredis.FakeAsyncRedis(server=server)
         return client
-    if not url.startswith(("redis://", "rediss://", "unix://")):
+    sentinel = url.startswith(SENTINEL_SCHEMES)
+    if not sentinel and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(f"unsupported redis_url scheme: {url!r}")
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout,
@@ -56,7 +61,62 @@ def connect(
     }
     if max_connections is not None:
         options["max_connections"] = max_connections
+    if sentinel:
+        return _sentinel_client(url, socket_timeout, connect_timeout, options)
     return aioredis.Redis.from_url(url, **options)
+
+
+class _SentinelRedis(aioredis.Redis):
+    """A client of the primary that also closes its connections to the sentinels."""
+
+    sentinel_manager: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinel_manager is not None:
+            await self.sentinel_manager.aclose()
+
+
+def _sentinel_client(
+    url: str, socket_timeout: float, connect_timeout: float, options: dict[str, Any]
+) -> Redis:
+    """``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``.
+
+    The password (and user) are the Redis primary's; ``?sentinel_password=`` authenticates
+    to the sentinels. The client asks the sentinels for the primary on every new connection,
+    so after a failover it reconnects to the new one.
+    """
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    sentinels: list[tuple[str, int]] = []
+    for entry in hosts.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"redis_url: sentinel address {entry!r} must be host:port")
+        sentinels.append((host.strip("[]"), int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError("redis_url: a sentinel URL ends in /service_name or /service_name/db")
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+    }
+    query = parse_qs(parts.query)
+    if "sentinel_password" in query:
+        sentinel_kwargs["password"] = query["sentinel_password"][0]
+    manager = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    client: _SentinelRedis = manager.master_for(
+        path[0],
+        redis_class=_SentinelRedis,
+        db=int(path[1]) if len(path) == 2 else 0,
+        username=unquote(user) or None,
+        password=unquote(password) or None,
+        ssl=url.startswith("rediss+"),
+        **options,
+    )
+    client.sentinel_manager = manager
+    return client
 
 
 #: memory:// URLs name in-process servers, so two clients built from one URL share data
