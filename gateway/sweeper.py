@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from gateway.metrics import Metrics
@@ -38,6 +39,10 @@ class Sweeper:
         self.metrics = metrics
         self.store_timeout_s = store_timeout_s
         self._task: asyncio.Task[None] | None = None
+        #: After a store failure, no sweeping until one heartbeat timeout after the store
+        #: answers again: heartbeats sent meanwhile were lost, not missing (monotonic time).
+        self._store_failed = False
+        self._hold_until = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sweeper")
@@ -75,6 +80,14 @@ class Sweeper:
         while True:
             await asyncio.sleep(self.interval_s)
             try:
+                if self._store_failed:
+                    async with asyncio.timeout(self.store_timeout_s):
+                        await self.redis.ping()
+                    self._store_failed = False
+                    hold_s = self.runners.heartbeat_timeout_ms / 1000
+                    self._hold_until = time.monotonic() + hold_s
+                if time.monotonic() < self._hold_until:
+                    continue
                 stale = await self.sweep_once()
                 if stale:
                     log.info(
@@ -87,3 +100,4 @@ class Sweeper:
                 self.metrics.sweeper_actions.labels("error").inc()
                 self.metrics.redis_errors.labels("sweeper").inc()
                 log.warning("sweep failed", extra={"error": repr(exc)})
+                self._store_failed = True

@@ -136,3 +136,26 @@ async def clients() -> _AsyncIterator[Callable[..., Awaitable[Client]]]:
     yield make
     for client in made:
         await client.close()
+
+
+@pytest.fixture
+def gateway_procs() -> Iterator[Callable[..., Any]]:
+    """Start ``python -m gateway`` processes (each call one); all stopped by pid at the end."""
+    import os
+
+    from tests.gw_helpers import GatewayProcess
+
+    started: list[GatewayProcess] = []
+
+    def start(redis_url: str, config: dict[str, Any] | None = None) -> GatewayProcess:
+        gw = GatewayProcess(redis_url, config or {})
+        started.append(gw)
+        gw.start()
+        return gw
+
+    yield start
+    for gw in started:
+        gw.terminate(timeout=10)  # no-op for one the test already stopped
+        print(f"--- gateway {gw.url} log (tail) ---\n" + "\n".join(gw.log().splitlines()[-30:]))
+        if gw.log_path:
+            os.unlink(gw.log_path)
