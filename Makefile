@@ -26,5 +26,16 @@ REDIS_URL ?= memory://
 run: $(STAMP)
 	$(VENV)/bin/pairing-gateway --config config.yaml --redis-url $(REDIS_URL)
 
+# Benchmarks (issue #5): docs/benchmarks.md and .png, about 7 min; a 1-min smoke run:
+# make bench BENCH_ARGS="--quick"   (python -m bench --help lists the options)
+BENCH_ARGS ?=
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
