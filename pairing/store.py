@@ -62,8 +62,11 @@ def connect(
     if max_connections is not None:
         options["max_connections"] = max_connections
     if sentinel:
-        return _sentinel_client(url, socket_timeout, connect_timeout, options)
-    return aioredis.Redis.from_url(url, **options)
+        return _sentinel_client(url, socket_timeout, connect_timeout, _unbounded(options))
+    # A blocking pool: with more callers than connections, a caller waits (up to the socket
+    # timeout) for a free connection instead of failing at once with MaxConnectionsError.
+    pool = aioredis.BlockingConnectionPool.from_url(url, timeout=socket_timeout, **options)
+    return aioredis.Redis.from_pool(pool)
 
 
 class _SentinelRedis(aioredis.Redis):
@@ -117,6 +120,11 @@ def _sentinel_client(
     )
     client.sentinel_manager = manager
     return client
+
+
+def _unbounded(options: dict[str, Any]) -> dict[str, Any]:
+    """Sentinel pools cannot block for a free connection; a cap would fail callers instead."""
+    return {k: v for k, v in options.items() if k != "max_connections"}
 
 
 #: memory:// URLs name in-process servers, so two clients built from one URL share data

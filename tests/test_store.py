@@ -132,3 +132,19 @@ async def test_a_connection_lost_to_a_restart_is_retried(own_redis: RedisProcess
         assert await svc.get_apps_by_runner_id("runner-1") == ["app-1"]
     finally:
         await client.aclose()
+
+
+async def test_more_callers_than_connections_wait_instead_of_failing(redis_url: str) -> None:
+    """A pool cap must queue callers: a burst of 64+ concurrent events is normal load."""
+    client = connect(redis_url, max_connections=4)
+    try:
+        results = await asyncio.gather(
+            *(client.incr("burst") for _ in range(300)), return_exceptions=True
+        )
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert sorted(results) == list(range(1, 301))  # type: ignore[type-var]
+        pool = client.connection_pool
+        assert len(pool._available_connections) + len(pool._in_use_connections) <= 4
+    finally:
+        await client.delete("burst")
+        await client.aclose()
