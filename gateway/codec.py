@@ -21,4 +21,8 @@ class MsgspecJSON:
 
     @staticmethod
     def loads(data: str | bytes, **_: Any) -> Any:
-        return _decoder.decode(data)
+        try:
+            return _decoder.decode(data)
+        except RecursionError:
+            # A ValueError, which python-engineio and python-socketio treat as bad input.
+            raise msgspec.DecodeError("JSON is nested too deeply") from None

@@ -144,6 +144,10 @@ class PairingGateway:
             result = "success"
         except GatewayError as exc:
             ack, result = error_ack(exc.code, exc.message), exc.code.value
+        except RecursionError:
+            # Data nested deeper than python-socketio can re-encode (it recurses per level).
+            ack = error_ack(ErrorCode.INVALID_PAYLOAD, "the payload is nested too deeply")
+            result = ErrorCode.INVALID_PAYLOAD.value
         except STORE_ERRORS as exc:
             self.metrics.redis_errors.labels(label).inc()
             log.warning("store unavailable", extra={"event": label, "error": repr(exc)})
@@ -311,8 +315,8 @@ class PairingGateway:
         return {"success": True}
 
     async def runner_output(self, conn: Conn, args: tuple[Any, ...]) -> Ack:
-        runner_id = self._registered_runner(conn)
         payload = decode_args(args, OutputPayload, fields_required=True)
+        runner_id = self._registered_runner(conn)
         apps = await self.sessions.get_apps_by_runner_id(runner_id)
         if payload.app_session_id is not None:
             apps = [a for a in apps if a == payload.app_session_id]

@@ -139,7 +139,16 @@ class Fanout:
         if envelope.origin == self.replica_id:
             return  # our own evict, already applied locally
         if envelope.kind == "emit":
-            await self._emit_here(envelope.room, envelope.event, envelope.data)
+            try:
+                await self._emit_here(envelope.room, envelope.event, envelope.data)
+            except Exception as exc:
+                # One message that cannot be sent (e.g. data nested too deeply for
+                # python-socketio to encode) must not take down the listener, and with it
+                # every room's messages until it has resubscribed.
+                log.warning(
+                    "dropped a fan-out message that could not be delivered",
+                    extra={"room": envelope.room, "error": repr(exc)[:200]},
+                )
         elif envelope.kind == "evict":
             for sid in self.local_members(envelope.room) - {envelope.keep}:
                 await self._local_disconnect(sid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,10 +48,42 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         await super()._handle_event(eio_sid, namespace, id, data)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        pending = self._binary_packet.get(eio_sid)
         try:
             await super()._handle_eio_message(eio_sid, data)
         except Exception as exc:
             log.info("dropped a malformed packet", extra={"error": repr(exc)[:200]})
+            if pending is not None:
+                if self._binary_packet.get(eio_sid) is not pending:
+                    return  # the packet was complete: whatever failed, it was handled
+                # A bad attachment: drop the half-built packet, or every later packet of
+                # this client would be taken for one of its attachments.
+                del self._binary_packet[eio_sid]
+                if pending.packet_type == packet.BINARY_EVENT:
+                    await self._ack_unparsed(eio_sid, pending.namespace, pending.id)
+            elif isinstance(data, str) and (match := _EVENT_HEADER.match(data)):
+                # An event whose body did not parse (bad JSON, nested too deeply for the
+                # decoder) still names its ack id: answer it, unless it was handled.
+                try:
+                    self.packet_class(encoded_packet=data)
+                except Exception:
+                    await self._ack_unparsed(eio_sid, match["ns"], int(match["id"]))
+
+    async def _ack_unparsed(self, eio_sid: str, namespace: str | None, id: int | None) -> None:
+        if id is None:
+            return
+        ack = error_ack(ErrorCode.INVALID_PAYLOAD, "the packet could not be parsed")
+        try:
+            await self._send_packet(
+                eio_sid,
+                self.packet_class(packet.ACK, namespace=namespace or "/", id=id, data=[ack]),
+            )
+        except Exception as exc:
+            log.info("could not ack a malformed packet", extra={"error": repr(exc)[:200]})
+
+
+#: The header of a Socket.IO EVENT or BINARY_EVENT packet that carries an ack id.
+_EVENT_HEADER = re.compile(r"^[25](?:\d+-)?(?:(?P<ns>/[^,]*),)?(?P<id>\d{1,100})(?!\d)")
 
 
 def build_server(settings: Settings) -> GatewayServer:
