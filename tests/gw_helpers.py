@@ -136,10 +136,19 @@ class Client:
         return record
 
     async def connect(
-        self, url: str, *, auth: Any = None, transports: list[str] | None = None
+        self,
+        url: str,
+        *,
+        auth: Any = None,
+        transports: list[str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Client:
         await self.sio.connect(
-            url, auth=auth, transports=transports or ["websocket"], wait_timeout=10
+            url,
+            auth=auth,
+            transports=transports or ["websocket"],
+            headers=headers or {},
+            wait_timeout=10,
         )
         return self
 
