@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 import re
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +24,20 @@ log = logging.getLogger("gateway.server")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+#: Events queued per connection before its reads pause.
+MAX_PENDING_EVENTS = 256
+#: Longest a disconnect waits for the connection's queued events.
+DISCONNECT_DRAIN_S = 5.0
+
+
+class _Inbox:
+    __slots__ = ("pending", "task")
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[str | None, int | None, Any]] = deque()
+        self.task: asyncio.Task[None] | None = None
+
+
 class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
     """Guarantees an ack for every event that asked for one, whatever it carried.
 
@@ -28,6 +45,10 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
     handlers, fail on a non-string name, and let a malformed packet escape into
     python-engineio's logs; here all of those end in INVALID_PAYLOAD or a dropped packet.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._inboxes: dict[str, _Inbox] = {}
 
     async def _handle_event(
         self, eio_sid: str, namespace: str | None, id: int | None, data: Any
@@ -45,7 +66,41 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
                     self.packet_class(packet.ACK, namespace=namespace or "/", id=id, data=[ack]),
                 )
             return
-        await super()._handle_event(eio_sid, namespace, id, data)
+        inbox = self._inboxes.get(eio_sid)
+        if inbox is None:
+            inbox = self._inboxes[eio_sid] = _Inbox()
+        inbox.pending.append((namespace, id, data))
+        if inbox.task is None:
+            inbox.task = asyncio.create_task(self._drain(eio_sid, inbox))
+        elif len(inbox.pending) >= MAX_PENDING_EVENTS:
+            # Backpressure: a client that floods waits (its reads pause) for its backlog.
+            await asyncio.shield(inbox.task)
+
+    async def _drain(self, eio_sid: str, inbox: _Inbox) -> None:
+        """Handle one connection's events in arrival order, off its reading loop.
+
+        Order is the contract's (a terminal is a byte stream), and the reading loop stays
+        free to answer pings: a slow store never makes a busy client miss its ping timeout.
+        """
+        try:
+            while inbox.pending:
+                namespace, id, data = inbox.pending.popleft()
+                try:
+                    await super()._handle_event(eio_sid, namespace, id, data)
+                except Exception:
+                    log.exception("event handling failed")
+        finally:
+            inbox.task = None
+            if not inbox.pending and self._inboxes.get(eio_sid) is inbox:
+                del self._inboxes[eio_sid]
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
+        """Let events that arrived before the disconnect finish first (bounded)."""
+        inbox = self._inboxes.get(eio_sid)
+        if inbox is not None and inbox.task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(inbox.task), DISCONNECT_DRAIN_S)
+        await super()._handle_eio_disconnect(eio_sid, reason)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         pending = self._binary_packet.get(eio_sid)
@@ -97,8 +152,8 @@ def build_server(settings: Settings) -> GatewayServer:
     return GatewayServer(
         async_mode="aiohttp",
         json=MsgspecJSON,
-        # One event at a time per connection: a terminal is a byte stream, so commands
-        # and output must leave in the order they arrived (see docs/architecture.md).
+        # Handlers run inline in each connection's own drain task (GatewayServer._drain):
+        # one event at a time per connection, in arrival order, without blocking its reads.
         async_handlers=False,
         ping_interval=sio_cfg.ping_interval_s,
         ping_timeout=sio_cfg.ping_timeout_s,
