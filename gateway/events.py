@@ -35,6 +35,7 @@ from gateway.protocol import (
     RegisterPayload,
     ServerEvent,
     UnpairReason,
+    check_depth,
     decode_args,
     error_ack,
     is_code_shaped,
@@ -316,6 +317,7 @@ class PairingGateway:
 
     async def runner_output(self, conn: Conn, args: tuple[Any, ...]) -> Ack:
         payload = decode_args(args, OutputPayload, fields_required=True)
+        check_depth(payload.data)
         runner_id = self._registered_runner(conn)
         apps = await self.sessions.get_apps_by_runner_id(runner_id)
         if payload.app_session_id is not None:
@@ -405,6 +407,7 @@ class PairingGateway:
 
     async def app_command(self, conn: Conn, args: tuple[Any, ...]) -> Ack:
         payload = decode_args(args, CommandPayload, fields_required=True)
+        check_depth(payload.data)
         await self._become_app(conn)
         app = conn.app_session_id
         status = await self.sessions.get_session_status(app)

@@ -130,5 +130,25 @@ def decode_args(args: tuple[Any, ...], kind: type[T], *, fields_required: bool) 
         raise GatewayError(ErrorCode.INVALID_PAYLOAD, _short(str(exc))) from None
 
 
+#: Deepest nesting of ``data`` relayed. python-socketio re-encodes by recursion, so deeper
+#: data would fail on whichever replica delivers it; refusing it here answers the sender
+#: the same way whether its peer is on this replica or another.
+MAX_DATA_DEPTH = 256
+
+
+def check_depth(value: Any, limit: int = MAX_DATA_DEPTH) -> None:
+    if not isinstance(value, dict | list):
+        return
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise GatewayError(
+                ErrorCode.INVALID_PAYLOAD, f"data is nested deeper than {limit} levels"
+            )
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+
+
 def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."

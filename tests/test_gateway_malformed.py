@@ -285,7 +285,15 @@ async def test_deep_data_for_another_replica_does_not_break_its_fanout(
     await raw.send(ev(1, "runner:register", '{"runnerId":"r-remote"}'))
     await pair(app, (await raw.ack(1))["pairingCode"])
     await raw.send(ev(2, "runner:output", '{"data":' + _deep_json(600) + "}"))
-    await raw.ack(2)  # the sending replica cannot know; the receiving one cannot send it
+    # Refused by the sender's replica, as it would be if the app were local.
+    assert (await raw.ack(2))["error"] == "INVALID_PAYLOAD"
+    await raw.send(ev(3, "runner:output", '{"data":' + _deep_json(256) + "}"))
+    assert await raw.ack(3) == {"success": True, "delivered": 1}  # the limit itself relays
+    deep = (await app.next("terminal:output", timeout=5))["data"]
+    for _ in range(255):
+        assert isinstance(deep, list) and len(deep) == 1
+        deep = deep[0]
+    assert deep == []
     for i in range(5):  # right behind it, before any listener could have resubscribed
         await raw.send(ev(10 + i, "runner:output", json.dumps({"data": f"after-{i}"})))
     for i in range(5):
