@@ -116,9 +116,7 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
     return app
 
 
-def _wire_socket_events(
-    sio: socketio.AsyncServer, gateway: PairingGateway, trusted: list[Any]
-) -> None:
+def _wire_socket_events(sio: GatewayServer, gateway: PairingGateway, trusted: list[Any]) -> None:
     @sio.on("connect")  # type: ignore[untyped-decorator]
     async def on_connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         app_session_id = None
@@ -134,6 +132,7 @@ def _wire_socket_events(
                     {"error": "INVALID_PAYLOAD"},
                 )
         await gateway.connected(sid, client_address(environ, trusted), app_session_id)
+        sio.slim_environ(sid)
 
     @sio.on("disconnect")  # type: ignore[untyped-decorator]
     async def on_disconnect(sid: str, reason: Any = None) -> None:

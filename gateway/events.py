@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -76,7 +76,8 @@ class Conn:
     runner_id: str | None = None
     #: The app presented its own appSessionId (so older sockets of it may exist elsewhere).
     presented: bool = False
-    rooms: set[str] = field(default_factory=set)
+    #: The one room this socket is in: app:{id} or runner:{id} (None before its role).
+    room: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +189,8 @@ class PairingGateway:
         conn = self.conns.pop(sid, None)
         if conn is None:
             return
-        for room in list(conn.rooms):
-            await self.fanout.leave(sid, room)
+        if conn.room is not None:
+            await self.fanout.leave(sid, conn.room)
         if conn.role is Role.APP:
             self.metrics.connected_apps.dec()
             return  # req 4.4: an app's pairing survives its disconnect
@@ -248,7 +249,7 @@ class PairingGateway:
         conn.role = Role.APP
         self.metrics.connected_apps.inc()
         room = room_for_app(conn.app_session_id)
-        conn.rooms.add(room)
+        conn.room = room
         await self.fanout.join(conn.sid, room)
         if conn.presented:  # a server-assigned id has no older sockets to evict
             await self.fanout.evict(room, conn.sid)
@@ -268,9 +269,7 @@ class PairingGateway:
                 ErrorCode.CODE_TAKEN, "that pairing code is in use by another runner"
             ) from None
         if conn.runner_id is not None and conn.runner_id != runner_id:
-            old_room = room_for_runner(conn.runner_id)
-            conn.rooms.discard(old_room)
-            await self.fanout.leave(conn.sid, old_room)
+            await self.fanout.leave(conn.sid, room_for_runner(conn.runner_id))
             await self._release_runner(conn.runner_id, conn.conn_id)
         previous_owner = await self.runners.claim(runner_id, conn.conn_id)
         if conn.role is not Role.RUNNER:
@@ -278,7 +277,7 @@ class PairingGateway:
             self.metrics.connected_runners.inc()
         conn.runner_id = runner_id
         room = room_for_runner(runner_id)
-        conn.rooms.add(room)
+        conn.room = room
         await self.fanout.join(conn.sid, room)
         if previous_owner is not None and previous_owner != conn.conn_id:
             await self.fanout.evict(room, conn.sid)

@@ -76,7 +76,9 @@ class Fanout:
         self._local_emit = local_emit
         self._local_disconnect = local_disconnect
         self._on_listener_error = on_listener_error
-        self.members: dict[str, set[str]] = {}
+        #: room -> its socket here (a str: the usual case, and the cheapest), or a set of
+        #: them while an older socket is still being evicted.
+        self.members: dict[str, str | set[str]] = {}
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -86,26 +88,40 @@ class Fanout:
     # -- membership ---------------------------------------------------------------------
 
     def is_local(self, room: str) -> bool:
-        return bool(self.members.get(room))
+        return room in self.members
 
     def local_members(self, room: str) -> set[str]:
-        return set(self.members.get(room, ()))
+        held = self.members.get(room)
+        if held is None:
+            return set()
+        return {held} if isinstance(held, str) else set(held)
 
     async def join(self, sid: str, room: str) -> None:
-        members = self.members.setdefault(room, set())
-        first = not members
-        members.add(sid)
-        if first:
+        held = self.members.get(room)
+        if held is None:
+            self.members[room] = sid
             await self._subscribe(keys.room_channel(room))
+        elif isinstance(held, str):
+            if held != sid:
+                self.members[room] = {held, sid}
+        else:
+            held.add(sid)
 
     async def leave(self, sid: str, room: str) -> None:
-        members = self.members.get(room)
-        if not members or sid not in members:
+        held = self.members.get(room)
+        if held is None:
             return
-        members.discard(sid)
-        if not members:
-            del self.members[room]
-            await self._unsubscribe(keys.room_channel(room))
+        if isinstance(held, str):
+            if held != sid:
+                return
+        else:
+            held.discard(sid)
+            if len(held) == 1:
+                self.members[room] = next(iter(held))
+            if held:
+                return
+        del self.members[room]
+        await self._unsubscribe(keys.room_channel(room))
 
     # -- delivery -----------------------------------------------------------------------
 
@@ -120,8 +136,12 @@ class Fanout:
         self.published += 1
 
     async def _emit_here(self, room: str, event: str, data: Any) -> None:
-        for sid in self.local_members(room):
-            await self._local_emit(sid, event, data)
+        held = self.members.get(room)
+        if isinstance(held, str):
+            await self._local_emit(held, event, data)
+        elif held:
+            for sid in list(held):
+                await self._local_emit(sid, event, data)
 
     async def evict(self, room: str, keep_sid: str) -> None:
         """Disconnect every member of ``room`` but ``keep_sid``, here and on other replicas."""

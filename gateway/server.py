@@ -17,6 +17,7 @@ from socketio import packet
 
 from gateway.codec import MsgspecJSON
 from gateway.config import Settings
+from gateway.lean import LeanEngineIOServer
 from gateway.protocol import ErrorCode, error_ack
 
 log = logging.getLogger("gateway.server")
@@ -49,6 +50,23 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._inboxes: dict[str, _Inbox] = {}
+
+    def _engineio_server_class(self) -> type[LeanEngineIOServer]:
+        return LeanEngineIOServer
+
+    def slim_environ(self, sid: str) -> None:
+        """After connect, keep only what later needs of the handshake's WSGI environ.
+
+        python-socketio holds that dict (every request header, twice over) for the life of
+        the connection; only the aiohttp request is used afterwards (shutdown cuts its
+        transport). Cleared in place, since python-engineio's handler holds the same dict.
+        """
+        eio_sid = self.manager.eio_sid_from_sid(sid, "/")
+        environ = self.environ.get(eio_sid)
+        if environ is not None:
+            request = environ.get("aiohttp.request")
+            environ.clear()
+            environ["aiohttp.request"] = request
 
     async def _handle_event(
         self, eio_sid: str, namespace: str | None, id: int | None, data: Any

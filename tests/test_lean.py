@@ -1,0 +1,98 @@
+"""The lean engineio pieces keep asyncio.Queue's and engineio's semantics."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from engineio import exceptions, packet
+
+from gateway.lean import LeanQueue, LeanSocket
+
+
+async def test_fifo_and_get_waits_for_put() -> None:
+    q = LeanQueue()
+    getter = asyncio.ensure_future(q.get())
+    await asyncio.sleep(0)
+    assert not getter.done()
+    await q.put("a")
+    q.put_nowait("b")
+    assert await getter == "a"
+    assert q.qsize() == 1
+    assert q.get_nowait() == "b"
+    assert q.empty()
+    with pytest.raises(asyncio.QueueEmpty):
+        q.get_nowait()
+
+
+async def test_idle_queue_holds_no_deque() -> None:
+    q = LeanQueue()
+    q.put_nowait(1)
+    q.get_nowait()
+    assert q._items is None
+
+
+async def test_join_waits_for_every_task_done() -> None:
+    q = LeanQueue()
+    q.put_nowait(1)
+    q.put_nowait(2)
+    joined = asyncio.ensure_future(q.join())
+    q.get_nowait()
+    q.task_done()
+    await asyncio.sleep(0)
+    assert not joined.done()
+    q.get_nowait()
+    q.task_done()
+    await asyncio.wait_for(joined, 1)
+    with pytest.raises(ValueError):
+        q.task_done()
+
+
+async def test_a_cancelled_get_leaves_no_getter_and_loses_nothing() -> None:
+    q = LeanQueue()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await q.get()
+    assert not q._getters
+    q.put_nowait("kept")
+    assert await q.get() == "kept"
+
+
+class _Server:
+    ping_interval = 0.05
+    ping_timeout = 0.05
+
+
+def _socket() -> LeanSocket:
+    sock = LeanSocket.__new__(LeanSocket)
+    sock.server = _Server()
+    sock.queue = LeanQueue()
+    sock.closing = sock.closed = False
+    sock.last_ping = None
+    return sock
+
+
+async def test_poll_batches_and_stops_at_the_close_marker() -> None:
+    sock = _socket()
+    first, second = packet.Packet(packet.MESSAGE, "1"), packet.Packet(packet.MESSAGE, "2")
+    for item in (first, second, None):
+        sock.queue.put_nowait(item)
+    assert await sock.poll() == [first, second]
+    assert await sock.poll() == []  # the marker was put back for the next poll
+
+
+async def test_poll_times_out_as_queue_empty() -> None:
+    with pytest.raises(exceptions.QueueEmpty):
+        await _socket().poll()
+
+
+async def test_ping_cycle_is_a_timer_only_after_a_pong() -> None:
+    sock = _socket()
+    sock.schedule_ping()  # last_ping is None: a ping is outstanding, nothing scheduled
+    await asyncio.sleep(0.08)
+    assert sock.queue.empty()
+    sock.last_ping = 1.0  # a pong arrived for the previous ping
+    sock.schedule_ping()
+    got = await asyncio.wait_for(sock.queue.get(), 1)
+    assert got.packet_type == packet.PING
+    assert sock.last_ping is not None and sock.last_ping > 1.0
