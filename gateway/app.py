@@ -20,6 +20,7 @@ from gateway.config import Settings
 from gateway.events import GatewayOptions, PairingGateway
 from gateway.fanout import Fanout
 from gateway.metrics import Metrics
+from gateway.protocol import is_app_session_id
 from gateway.server import GatewayServer, build_server, client_address, parse_networks
 from gateway.sweeper import Sweeper
 from pairing import (
@@ -126,7 +127,7 @@ def _wire_socket_events(sio: GatewayServer, gateway: PairingGateway, trusted: li
                     "auth must be an object", {"error": "INVALID_PAYLOAD"}
                 )
             app_session_id = auth.get("appSessionId")
-            if app_session_id is not None and not _is_app_id(app_session_id):
+            if app_session_id is not None and not is_app_session_id(app_session_id):
                 raise socketio.exceptions.ConnectionRefusedError(
                     "auth.appSessionId must be 16-128 chars of A-Z a-z 0-9 _ -",
                     {"error": "INVALID_PAYLOAD"},
@@ -144,12 +145,6 @@ def _wire_socket_events(sio: GatewayServer, gateway: PairingGateway, trusted: li
     @sio.on("*")  # type: ignore[untyped-decorator]
     async def on_event(event: str, sid: str, *args: Any) -> dict[str, Any]:
         return await gateway.dispatch(event, sid, args)
-
-
-def _is_app_id(value: object) -> bool:
-    from gateway.protocol import is_app_session_id
-
-    return is_app_session_id(value)
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:

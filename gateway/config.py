@@ -111,11 +111,17 @@ def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     target[path[-1]] = value
 
 
+#: Taken as text, never parsed as YAML (a URL or a secret may look like a YAML value).
+_TEXT_KEYS = {("redis_url",), ("host",), ("auth", "runner_secret")}
+
+
 def _parse_env_value(path: tuple[str, ...], raw: str) -> Any:
     if path == ("trusted_proxies",) and not raw.lstrip().startswith("["):
         return [p.strip() for p in raw.split(",") if p.strip()]
-    if path in {("redis_url",), ("host",), ("auth", "runner_secret")}:
-        return None if raw in {"", "null", "~"} and path[0] == "auth" else raw
+    if path == ("auth", "runner_secret") and raw in {"", "null", "~"}:
+        return None
+    if path in _TEXT_KEYS:
+        return raw
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError:

@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.tasks import cancel_and_wait
 from pairing import keys
 from pairing.store import Redis
 
@@ -190,11 +191,8 @@ class Fanout:
         self._task = asyncio.create_task(self._run(), name="fanout-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _subscribe(self, channel: str) -> None:
         pubsub = self._pubsub

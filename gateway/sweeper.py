@@ -7,12 +7,12 @@ one atomic script, so two sweeps overlapping after a lock expiry cannot double-n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from gateway.metrics import Metrics
+from gateway.tasks import cancel_and_wait
 from pairing import RunnerRegistry, StaleRunner, keys
 from pairing.store import Redis
 
@@ -48,11 +48,8 @@ class Sweeper:
         self._task = asyncio.create_task(self._run(), name="sweeper")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def sweep_once(self) -> list[StaleRunner]:
         """One round: take the lock if free, then sweep. Returns what was found."""
