@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
@@ -56,35 +55,6 @@ class Heartbeats:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-
-
-def watch_disconnect(client: Client) -> asyncio.Event:
-    """An event set when the server (or anything) disconnects ``client``."""
-    gone = asyncio.Event()
-
-    async def on_disconnect(*_: Any) -> None:
-        gone.set()
-
-    client.sio.on("disconnect", on_disconnect)
-    return gone
-
-
-async def emit_many(
-    client: Client, event: str, payloads: Iterable[Any]
-) -> list[asyncio.Future[Any]]:
-    """Emit every payload in order without waiting for acks; returns one future per ack."""
-    loop = asyncio.get_running_loop()
-    futures: list[asyncio.Future[Any]] = []
-    for payload in payloads:
-        fut: asyncio.Future[Any] = loop.create_future()
-
-        def done(*args: Any, fut: asyncio.Future[Any] = fut) -> None:
-            if not fut.done():
-                fut.set_result(args[0] if len(args) == 1 else args)
-
-        futures.append(fut)
-        await client.sio.emit(event, payload, callback=done)
-    return futures
 
 
 async def collect(client: Client, event: str, n: int, timeout: float = 20) -> list[Any]:

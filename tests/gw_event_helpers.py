@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from pairing import keys
-from tests.gw_helpers import Client
+from tests.gw_helpers import Client, emit_unacked
 
 #: Runners stay online for the whole test without heartbeats (TEST_CONFIG's 1.5 s timeout
 #: would let the sweeper unpair them in the middle of a slower test).
@@ -51,17 +51,6 @@ async def pair(app: Client, code: str) -> dict[str, Any]:
     return ack  # type: ignore[no-any-return]
 
 
-def track_disconnect(client: Client) -> asyncio.Event:
-    """An event set when the server (or anything) disconnects ``client``."""
-    gone = asyncio.Event()
-
-    async def on_disconnect(*_: Any) -> None:
-        gone.set()
-
-    client.sio.on("disconnect", on_disconnect)
-    return gone
-
-
 async def quiet(client: Client, event: str, timeout: float = 0.5) -> None:
     """Nothing more of ``event`` arrives within ``timeout`` (for 'exactly one' checks)."""
     try:
@@ -83,17 +72,7 @@ async def wait_until(
 
 async def emit_many(client: Client, event: str, payloads: list[Any], timeout: float = 10) -> list:
     """Emit every payload without awaiting acks in between; then collect all acks in order."""
-    loop = asyncio.get_running_loop()
-    futures: list[asyncio.Future[Any]] = []
-    for payload in payloads:
-        fut: asyncio.Future[Any] = loop.create_future()
-
-        def done(*args: Any, fut: asyncio.Future[Any] = fut) -> None:
-            if not fut.done():
-                fut.set_result(args[0] if len(args) == 1 else args)
-
-        futures.append(fut)
-        await client.sio.emit(event, payload, callback=done)
+    futures = await emit_unacked(client, event, payloads)
     return list(await asyncio.wait_for(asyncio.gather(*futures), timeout))
 
 

@@ -19,14 +19,12 @@ from tests.cluster_helpers import (
     Heartbeats,
     bad_log_lines,
     collect,
-    emit_many,
     get_status,
     pair,
     register,
     wait_ready,
-    watch_disconnect,
 )
-from tests.gw_helpers import TEST_CONFIG, Client, GatewayProcess
+from tests.gw_helpers import TEST_CONFIG, Client, GatewayProcess, emit_unacked, watch_disconnect
 from tests.redis_proc import RedisProcess
 
 APP_1 = "fault-app-1-0123456789"
@@ -256,8 +254,8 @@ async def test_redis_killed_during_a_burst(
     beats.start(runner, "r-burst")
     await pair(app, runner, "r-burst")
 
-    commands = await emit_many(app, "app:command", ({"data": i} for i in range(n)))
-    outputs = await emit_many(runner, "runner:output", ({"data": i} for i in range(n)))
+    commands = await emit_unacked(app, "app:command", ({"data": i} for i in range(n)))
+    outputs = await emit_unacked(runner, "runner:output", ({"data": i} for i in range(n)))
     first = await collect(runner, "terminal:input", 20)
     own_redis.stop()
     command_acks = await asyncio.wait_for(asyncio.gather(*commands), 60)
@@ -308,7 +306,9 @@ async def test_a_backlog_behind_a_frozen_store_does_not_cost_the_connection(
         assert own_redis.proc is not None
         os.kill(own_redis.proc.pid, signal.SIGSTOP)
         try:
-            futures = await emit_many(runner, "runner:heartbeat", [{"runnerId": "r-backlog"}] * 6)
+            futures = await emit_unacked(
+                runner, "runner:heartbeat", [{"runnerId": "r-backlog"}] * 6
+            )
             acks = await asyncio.wait_for(asyncio.gather(*futures), 30)
         finally:
             os.kill(own_redis.proc.pid, signal.SIGCONT)

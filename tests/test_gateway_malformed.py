@@ -22,9 +22,8 @@ from tests.gw_event_helpers import (
     assert_error,
     pair,
     register,
-    track_disconnect,
 )
-from tests.gw_helpers import Client, merged
+from tests.gw_helpers import Client, merged, watch_disconnect
 
 #: Failed pair attempts in the burst must not rate-limit the pairing flow run afterwards.
 CFG = merged(SLOW_HEARTBEAT, {"rate_limit": {"pair_failures": 1000}})
@@ -210,7 +209,7 @@ async def test_payload_above_limit_closes_only_that_connection(start_gateway, cl
     me = app_id("huge")
     app = await clients(gw.url, auth={"appSessionId": me})
     await pair(app, (await register(runner, "r-huge"))["pairingCode"])
-    gone = track_disconnect(app)
+    gone = watch_disconnect(app)
     # 1.2 MB > socketio.max_payload_bytes: the server drops this connection.
     await app.sio.emit("app:command", {"data": "y" * 1_200_000}, callback=lambda *_: None)
     await asyncio.wait_for(gone.wait(), 10)

@@ -22,9 +22,8 @@ from tests.gw_event_helpers import (
     pair,
     quiet,
     register,
-    track_disconnect,
 )
-from tests.gw_helpers import merged
+from tests.gw_helpers import merged, watch_disconnect
 
 
 def merged_cfg(extra: dict[str, Any]) -> dict[str, Any]:
@@ -230,7 +229,7 @@ async def test_heartbeat_keeps_runner_online(start_gateway, clients, redis) -> N
 async def test_takeover_disconnects_old_socket_and_keeps_apps(start_gateway, clients) -> None:
     gw = await start_gateway(SLOW_HEARTBEAT)
     old = await clients(gw.url)
-    old_gone = track_disconnect(old)
+    old_gone = watch_disconnect(old)
     code = (await register(old, "r-take"))["pairingCode"]
     app = await clients(gw.url, auth={"appSessionId": app_id("take")})
     await pair(app, code)

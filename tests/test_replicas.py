@@ -19,13 +19,11 @@ from pairing.store import Redis, connect
 from tests.cluster_helpers import (
     Heartbeats,
     collect,
-    emit_many,
     pair,
     publish_calls,
     register,
-    watch_disconnect,
 )
-from tests.gw_helpers import TEST_CONFIG, Client, GatewayProcess
+from tests.gw_helpers import TEST_CONFIG, Client, GatewayProcess, emit_unacked, watch_disconnect
 from tests.redis_proc import RedisProcess
 
 APP_1 = "app-one-0123456789abcdef"
@@ -110,8 +108,8 @@ async def test_pair_relay_and_order_across_three_replicas(
         assert await app.next("terminal:output") == {"runnerId": "r-relay", "data": "hello"}
 
     # 200 commands from each app, emitted without waiting for acks, both apps at once.
-    acks1 = await emit_many(app1, "app:command", ({"data": f"1:{i}"} for i in range(N)))
-    acks2 = await emit_many(app2, "app:command", ({"data": f"2:{i}"} for i in range(N)))
+    acks1 = await emit_unacked(app1, "app:command", ({"data": f"1:{i}"} for i in range(N)))
+    acks2 = await emit_unacked(app2, "app:command", ({"data": f"2:{i}"} for i in range(N)))
     inputs = await collect(runner, "terminal:input", 2 * N)
     for app_id, prefix in ((APP_1, "1"), (APP_2, "2")):
         mine = [m["data"] for m in inputs if m["appSessionId"] == app_id]
@@ -121,7 +119,7 @@ async def test_pair_relay_and_order_across_three_replicas(
     )
 
     # 200 outputs, emitted without waiting for acks, reach each app in order.
-    out_acks = await emit_many(runner, "runner:output", ({"data": f"o{i}\n"} for i in range(N)))
+    out_acks = await emit_unacked(runner, "runner:output", ({"data": f"o{i}\n"} for i in range(N)))
     for app in (app1, app2):
         got = await collect(app, "terminal:output", N)
         assert [m["data"] for m in got] == [f"o{i}\n" for i in range(N)]
@@ -329,11 +327,11 @@ async def test_local_relay_publishes_nothing_cross_replica_one_per_message(
 
     async def relay(app: Client, runner: Client) -> tuple[int, int]:
         before = await publish_calls(store)
-        acks = await emit_many(app, "app:command", ({"data": i} for i in range(n)))
+        acks = await emit_unacked(app, "app:command", ({"data": i} for i in range(n)))
         assert await asyncio.wait_for(asyncio.gather(*acks), 20) == [{"success": True}] * n
         assert [m["data"] for m in await collect(runner, "terminal:input", n)] == list(range(n))
         middle = await publish_calls(store)
-        acks = await emit_many(runner, "runner:output", ({"data": i} for i in range(n)))
+        acks = await emit_unacked(runner, "runner:output", ({"data": i} for i in range(n)))
         assert (
             await asyncio.wait_for(asyncio.gather(*acks), 20)
             == [{"success": True, "delivered": 1}] * n
