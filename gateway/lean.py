@@ -3,13 +3,15 @@
 python-engineio gives every connection an ``asyncio.Queue`` for outgoing packets: five
 deques and an Event, about 3.7 KiB, most of an idle runner's Python-level footprint beside
 aiohttp's own. ``LeanQueue`` is the subset of that interface engineio uses (one consumer,
-the connection's writer), holding a deque only while packets wait. ``LeanSocket`` waits
-for its next ping with a timer, and for its next outgoing packet without an extra task.
+the connection's writer), holding a deque only while packets wait. ``LeanSocket`` keeps one
+timer per connection for pings and ping timeouts, and reads and writes its websocket
+without a task or timer per message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from typing import Any
@@ -92,20 +94,48 @@ class LeanQueue:
             await fut
 
 
+#: Sockets ending on a missed pong, held until they have ended.
+_expiring: set[asyncio.Task[None]] = set()
+
+
 class LeanSocket(AsyncSocket):  # type: ignore[misc]
-    """An engineio socket whose ping cycle is a timer handle, not a task and a coroutine."""
+    """An engineio socket that keeps no task, timer or coroutine per message or per wait.
+
+    Stock python-engineio reads a websocket through ``ensure_future`` plus ``wait_for`` for
+    every message (two tasks and a timer handle each, alive while the connection idles),
+    writes through a ``wait_for`` that times out, pings from a sleeping task, and finds
+    dead clients with one server-wide task that wakes ``len(sockets)`` times per ping
+    timeout. Here one timer per socket does all of it: ping due, then pong overdue, which
+    ends the socket (PING_TIMEOUT) and cuts its transport. The reader and the writer wait
+    without timeouts, since that timer ends them.
+    """
 
     last_ping: float | None
+    connected: bool
+    upgrading: bool
+    upgraded: bool
+    closing: bool
+    closed: bool
+    _timer: asyncio.TimerHandle | None = None
+    _ws: Any = None
 
     async def poll(self) -> list[Any]:
-        """engineio's poll without ``wait_for``, which costs a task per wait (and per idle
-        connection, since the writer always waits here)."""
+        """Packets for a long-polling GET: engineio's poll without ``wait_for``."""
         try:
             async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
                 first = await self.queue.get()
             self.queue.task_done()
         except (TimeoutError, asyncio.CancelledError):
             raise exceptions.QueueEmpty() from None
+        return self._batch(first)
+
+    async def _next_packets(self) -> list[Any]:
+        """Packets for the websocket writer: waits until there are some (or the close)."""
+        first = await self.queue.get()
+        self.queue.task_done()
+        return self._batch(first)
+
+    def _batch(self, first: Any) -> list[Any]:
         if first is None:
             return []
         packets = [first]
@@ -121,16 +151,133 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             packets.append(pkt)
         return packets
 
+    # the ping cycle -------------------------------------------------------------------------
+
     def schedule_ping(self) -> None:
         if self.last_ping:  # only after the previous ping was answered, as engineio does
             self.last_ping = None
-            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping_due)
+            self._arm(self.server.ping_interval, self._ping_due)
+
+    def _arm(self, delay: float, callback: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(delay, callback)
 
     def _ping_due(self) -> None:
+        self._timer = None
         if self.closing or self.closed:
             return
         self.last_ping = time.time()
         self.queue.put_nowait(packet.Packet(packet.PING))
+        self._arm(self.server.ping_timeout, self._pong_overdue)
+
+    def _pong_overdue(self) -> None:
+        self._timer = None
+        if self.last_ping is not None and not (self.closing or self.closed):
+            task = asyncio.ensure_future(self._expire())
+            _expiring.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(_expiring.discard)
+
+    async def _expire(self) -> None:
+        """The client missed its pong: end the socket and its transport, as Node does."""
+        await self.close(wait=False, abort=False, reason=self.server.reason.PING_TIMEOUT)
+        ws = self._ws
+        if ws is not None:
+            # A dead peer will not answer a close handshake; aiohttp would wait 10 s for it.
+            request = getattr(ws, "environ", {}).get("aiohttp.request")
+            transport = getattr(request, "transport", None)
+            if transport is not None:
+                transport.close()
+        if self.server.sockets.get(self.sid) is self:
+            del self.server.sockets[self.sid]
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        """engineio's close, which also ends the transport's waits (they have no timeout)."""
+        if self.closing or self.closed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await super().close(wait=wait, abort=abort, reason=reason)
+        self.queue.put_nowait(None)  # a waiting poll or websocket writer returns
+
+    # the websocket transport ----------------------------------------------------------------
+
+    async def _receive_frame(self, ws: Any) -> Any:
+        data = await ws.wait()
+        if data and len(data) > self.server.max_http_buffer_size:
+            raise ValueError("packet is too large")
+        return data
+
+    async def _websocket_handler(self, ws: Any) -> None:
+        """engineio's websocket handler, reading inline instead of through two tasks."""
+        if self.connected:
+            # the socket was already connected over polling: this is an upgrade
+            self.upgrading = True  # hold packet sends during the upgrade
+            try:
+                pkt = packet.Packet(encoded_packet=await self._receive_frame(ws))
+            except Exception:
+                self.upgrading = False
+                return
+            if pkt.packet_type != packet.PING or pkt.data != "probe":
+                self.upgrading = False
+                return
+            await ws.send(packet.Packet(packet.PONG, data="probe").encode())
+            await self.queue.put(packet.Packet(packet.NOOP))  # end the pending poll
+            try:
+                pkt = packet.Packet(encoded_packet=await self._receive_frame(ws))
+            except Exception:
+                self.upgrading = False
+                return
+            if pkt.packet_type != packet.UPGRADE:
+                self.upgraded = False
+                self.upgrading = False
+                return
+            self.upgraded = True
+            self.upgrading = False
+        else:
+            self.connected = True
+            self.upgraded = True
+
+        self._ws = ws
+        writer_task = asyncio.ensure_future(self._write_websocket(ws))
+        while True:
+            try:
+                data = await self._receive_frame(ws)
+                if data is None:
+                    break  # closed by the client
+                pkt = packet.Packet(encoded_packet=data)
+            except (Exception, asyncio.CancelledError):
+                # closed, broken, oversized or undecodable: the connection ends, as in
+                # engineio (and Node's engine.io, which closes on a parse error)
+                break
+            try:
+                await self.receive(pkt)
+            except exceptions.UnknownPacketError:
+                pass
+            except exceptions.SocketIsClosedError:
+                break
+            except Exception:
+                self.server.logger.exception("Unknown receive error")
+            if self.closed:
+                break  # an Engine.IO close from the client, or the server closed it
+        self._ws = None
+        self.queue.put_nowait(None)  # unlock the writer so it can exit
+        await writer_task
+        await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+
+    async def _write_websocket(self, ws: Any) -> None:
+        while True:
+            packets = await self._next_packets()
+            if not packets:
+                break  # the close marker
+            try:
+                for pkt in packets:
+                    await ws.send(pkt.encode())
+            except (Exception, asyncio.CancelledError):
+                break
+        with contextlib.suppress(Exception):
+            await ws.close()
 
 
 class _SocketTable(dict[str, Any]):
@@ -144,6 +291,9 @@ class _SocketTable(dict[str, Any]):
 
 class LeanEngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Each LeanSocket times out on its own timer; engineio's monitor task would wake
+        # len(sockets) times per ping timeout, each wake a wait_for, to find the same.
+        kwargs["monitor_clients"] = False
         super().__init__(*args, **kwargs)
         self.sockets = _SocketTable()
 

@@ -35,7 +35,9 @@ class _Inbox:
     __slots__ = ("pending", "task")
 
     def __init__(self) -> None:
-        self.pending: deque[tuple[str | None, int | None, Any]] = deque()
+        #: (sid, namespace, ack id, data): the sid the event arrived for, so an event is
+        #: never handled for a later connection of the same socket to the namespace.
+        self.pending: deque[tuple[str, str, int | None, Any]] = deque()
         self.task: asyncio.Task[None] | None = None
 
 
@@ -84,10 +86,14 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
                     self.packet_class(packet.ACK, namespace=namespace or "/", id=id, data=[ack]),
                 )
             return
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if not self.manager.is_connected(sid, namespace):
+            return  # as python-socketio: not (or no longer) in the namespace
         inbox = self._inboxes.get(eio_sid)
         if inbox is None:
             inbox = self._inboxes[eio_sid] = _Inbox()
-        inbox.pending.append((namespace, id, data))
+        inbox.pending.append((sid, namespace, id, data))
         if inbox.task is None:
             inbox.task = asyncio.create_task(self._drain(eio_sid, inbox))
         elif len(inbox.pending) >= MAX_PENDING_EVENTS:
@@ -102,9 +108,11 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         """
         try:
             while inbox.pending:
-                namespace, id, data = inbox.pending.popleft()
+                sid, namespace, id, data = inbox.pending.popleft()
+                if not self.manager.is_connected(sid, namespace):
+                    continue  # it left (or was evicted) after this event arrived
                 try:
-                    await super()._handle_event(eio_sid, namespace, id, data)
+                    await self._handle_event_internal(self, sid, eio_sid, data, namespace, id)
                 except Exception:
                     log.exception("event handling failed")
         finally:
@@ -112,13 +120,24 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
             if not inbox.pending and self._inboxes.get(eio_sid) is inbox:
                 del self._inboxes[eio_sid]
 
-    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
-        """Let events that arrived before the disconnect finish first (bounded)."""
+    async def _settle(self, eio_sid: str) -> None:
+        """Wait (bounded) for the events that arrived before a disconnect."""
         inbox = self._inboxes.get(eio_sid)
-        if inbox is not None and inbox.task is not None:
+        task = inbox.task if inbox is not None else None
+        if task is not None and task is not asyncio.current_task():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(inbox.task), DISCONNECT_DRAIN_S)
+                await asyncio.wait_for(asyncio.shield(task), DISCONNECT_DRAIN_S)
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
+        await self._settle(eio_sid)
         await super()._handle_eio_disconnect(eio_sid, reason)
+
+    async def _handle_disconnect(
+        self, eio_sid: str, namespace: str | None, reason: Any = None
+    ) -> None:
+        """A client's namespace disconnect ("41") comes after the events it sent before."""
+        await self._settle(eio_sid)
+        await super()._handle_disconnect(eio_sid, namespace, reason)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         pending = self._binary_packet.get(eio_sid)

@@ -449,6 +449,21 @@ async def test_raw_garbage_does_not_hurt_the_server(
     await normal_flow(gw.url, "after-garbage")
 
 
+async def test_events_before_a_namespace_disconnect_are_answered_and_none_after(
+    start_gateway, raw_open
+) -> None:
+    """A burst, then "41" and "40" in the same breath: every event of the burst is answered
+    (under the connection it came on), and nothing sent while out of the namespace is."""
+    gw = await start_gateway(CFG)
+    raw = await raw_open(gw.url)
+    frames = [ev(i, "app:status") for i in range(1, 41)]
+    frames += ["41", ev(50, "app:status"), "40", ev(51, "app:status")]
+    for frame in frames:
+        await raw.send(frame)
+    assert (await raw.ack(51))["success"] is True
+    assert sorted(raw.acks) == [*range(1, 41), 51]
+
+
 async def test_raw_connect_with_malformed_auth(start_gateway, raw_open) -> None:
     gw = await start_gateway(CFG)
     for auth in ('"a string"', "[1,2]", '{"appSessionId":"short"}', '{"appSessionId":7}'):

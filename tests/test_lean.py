@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from engineio import exceptions, packet
@@ -96,3 +97,64 @@ async def test_ping_cycle_is_a_timer_only_after_a_pong() -> None:
     got = await asyncio.wait_for(sock.queue.get(), 1)
     assert got.packet_type == packet.PING
     assert sock.last_ping is not None and sock.last_ping > 1.0
+
+
+class _Reason:
+    PING_TIMEOUT = "ping timeout"
+    SERVER_DISCONNECT = "server disconnect"
+
+
+class _TimingServer(_Server):
+    reason = _Reason
+    logger = logging.getLogger("test_lean")
+
+    def __init__(self) -> None:
+        self.sockets: dict[str, LeanSocket] = {}
+        self.disconnects: list[tuple[str, str]] = []
+
+    async def _trigger_event(self, event: str, sid: str, reason: str, run_async: bool) -> None:
+        self.disconnects.append((sid, reason))
+
+
+def _timed_socket() -> tuple[LeanSocket, _TimingServer]:
+    server = _TimingServer()
+    sock = _socket()
+    sock.server = server
+    sock.sid = "s1"
+    sock.last_ping = 1.0  # as engineio starts a socket: its first ping is due
+    server.sockets["s1"] = sock
+    return sock, server
+
+
+async def test_a_missed_pong_ends_the_socket_once_with_ping_timeout() -> None:
+    sock, server = _timed_socket()
+    sock.schedule_ping()
+    ping = await asyncio.wait_for(sock.queue.get(), 1)
+    assert ping.packet_type == packet.PING
+    # no pong: after ping_timeout the socket is closed, dropped, and its writer woken
+    # (after a CLOSE packet, unless engineio's own check already judged the client gone)
+    last = await asyncio.wait_for(sock.queue.get(), 1)
+    if last is not None:
+        assert last.packet_type == packet.CLOSE
+        last = await asyncio.wait_for(sock.queue.get(), 1)
+    assert last is None
+    assert sock.closed
+    assert server.disconnects == [("s1", "ping timeout")]
+    assert "s1" not in server.sockets
+    await asyncio.sleep(0.15)  # no second timeout, no further ping
+    assert server.disconnects == [("s1", "ping timeout")]
+    assert sock.queue.empty()
+
+
+async def test_pongs_keep_the_socket_open_across_ping_cycles() -> None:
+    sock, server = _timed_socket()
+    sock.schedule_ping()
+    for _ in range(4):  # 4 cycles of 0.05 + 0.05 s: long past any one deadline
+        ping = await asyncio.wait_for(sock.queue.get(), 1)
+        assert ping.packet_type == packet.PING
+        await asyncio.sleep(0.03)
+        sock.schedule_ping()  # what receive() does with a PONG
+    assert not sock.closed and server.disconnects == []
+    await sock.close(wait=False, abort=True)
+    assert sock._timer is None  # closing stops the cycle
+    assert server.disconnects == [("s1", "server disconnect")]
