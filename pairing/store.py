@@ -18,6 +18,8 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from pairing.autopipeline import AutoPipelineRedis
+
 MEMORY_SCHEME = "memory://"
 SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
 
@@ -58,6 +60,9 @@ def connect(
         ),
         "retry_on_error": [RedisConnectionError],
         "health_check_interval": 30,
+        # RESP2: replies stay positional with no push frames on a command connection, which
+        # the pipelined link (pairing.autopipeline) matches to callers strictly in order.
+        "protocol": 2,
     }
     if max_connections is not None:
         options["max_connections"] = max_connections
@@ -66,10 +71,10 @@ def connect(
     # A blocking pool: with more callers than connections, a caller waits (up to the socket
     # timeout) for a free connection instead of failing at once with MaxConnectionsError.
     pool = aioredis.BlockingConnectionPool.from_url(url, timeout=socket_timeout, **options)
-    return aioredis.Redis.from_pool(pool)
+    return AutoPipelineRedis.from_pool(pool)
 
 
-class _SentinelRedis(aioredis.Redis):
+class _SentinelRedis(AutoPipelineRedis):
     """A client of the primary that also closes its connections to the sentinels."""
 
     sentinel_manager: Sentinel | None = None

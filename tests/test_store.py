@@ -73,11 +73,15 @@ return 1
 
 
 async def _times_out_while_busy(
-    admin: Redis, victim: Redis, call: Callable[[], Awaitable[object]]
+    admin: Redis,
+    victim: Redis,
+    call: Callable[[], Awaitable[object]],
+    ran: Callable[[], Awaitable[bool]],
 ) -> None:
     """Run ``call`` while the server is stuck for 0.8 s. The victim's 0.5 s timeout strikes
     first; a retry (which the bug made) would connect and get its answer before its own
-    timeout. Then wait until the server has run what the timed-out connection sent."""
+    timeout. Then wait until the server has run what the timed-out connection sent
+    (``ran``), and a little more, in which a resent command would have run too."""
     await victim.ping()  # a connected client: the command itself, not a handshake, times out
     busy = asyncio.create_task(admin.eval(BUSY, 0, 800_000))
     await asyncio.sleep(0.1)  # the busy script goes first
@@ -85,9 +89,10 @@ async def _times_out_while_busy(
         await call()
     assert await busy == 1
     deadline = time.monotonic() + 5
-    while len(await admin.client_list()) > 1:  # only the admin connection left
+    while not await ran():
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
 
 
 async def test_a_timed_out_command_is_not_sent_again(own_redis: RedisProcess) -> None:
@@ -105,10 +110,18 @@ async def test_a_timed_out_command_is_not_sent_again(own_redis: RedisProcess) ->
         await sessions.update_heartbeat("r1")
         code = (await codes.register("r1")).code
 
-        await _times_out_while_busy(admin, victim, lambda: limits.hit("ratelimit:app:a1"))
+        async def hit_counted() -> bool:
+            return await admin.get("ratelimit:app:a1") is not None
+
+        async def app_paired() -> bool:
+            return await sessions.get_session("app-1") is not None
+
+        await _times_out_while_busy(
+            admin, victim, lambda: limits.hit("ratelimit:app:a1"), hit_counted
+        )
         assert await admin.get("ratelimit:app:a1") == b"1"
 
-        await _times_out_while_busy(admin, victim, lambda: codes.redeem(code, "app-1"))
+        await _times_out_while_busy(admin, victim, lambda: codes.redeem(code, "app-1"), app_paired)
         # the late command did pair the app (a timeout says nothing about that) ...
         session = await sessions.get_session("app-1")
         assert session is not None and session.runner_id == "r1"

@@ -1,0 +1,278 @@
+"""redis-py's asyncio client with its hot commands auto-pipelined over one connection.
+
+Why: redis-py spends about 300 µs of CPU per command on this machine class (pool checkout
+and return, a retry wrapper, a timeout context per read, reply parsing through a stream
+reader), which made one Redis call cost more than the whole Socket.IO event around it.
+ioredis, which the Node reference uses, instead writes every command issued in one turn of
+the event loop as one batch on one connection and parses replies as they arrive. This
+client does the same for the commands in ``PIPELINED``: it packs them itself, flushes once
+per loop turn, and hands hiredis every chunk read, resolving callers in order. Everything
+else (SCRIPT LOAD, pub/sub, transactions, blocking or connection-state commands) takes
+redis-py's pooled path unchanged, and the connection itself (TLS, unix sockets, AUTH,
+SELECT, Sentinel discovery of the primary) is made by the pool's connection class.
+
+Failure semantics, which the gateway's UNAVAILABLE acks rely on:
+- the connection closing fails every waiting call with ConnectionError at once, and the
+  next call connects anew; a call whose connection closed under it is sent once more on a
+  new one, as the pooled path's single retry does after a Redis restart;
+- no reply for ``socket_timeout`` while calls wait (a frozen server, a dead network)
+  fails them with TimeoutError and drops the connection;
+- a timed-out call is never sent again: the server may have run it (see ``store.connect``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections import deque
+from typing import Any
+
+import hiredis
+import redis.asyncio as aioredis
+from redis._parsers.base import BaseParser
+from redis.client import EMPTY_RESPONSE, NEVER_DECODE
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+#: Commands with one request and one reply that touch no connection state: safe to share
+#: one connection between callers. Every command the pairing services send is here.
+PIPELINED = frozenset(
+    {
+        "EVALSHA",
+        "GET",
+        "MGET",
+        "SET",
+        "DEL",
+        "EXISTS",
+        "SMEMBERS",
+        "XADD",
+        "XREVRANGE",
+        "PUBLISH",
+        "TIME",
+        "PING",
+        "ECHO",
+        "SCRIPT LOAD",
+    }
+)
+
+
+class ConnectionLost(RedisConnectionError):
+    """The connection closed with the request written: whether it ran is unknown."""
+
+
+def _pack(encode: Any, args: tuple[Any, ...]) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = encode(arg)
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+class _Link:
+    """One connection, a queue of callers waiting for replies in order, one flush per turn."""
+
+    def __init__(self, pool: aioredis.ConnectionPool) -> None:
+        self._pool = pool
+        timeout = pool.connection_kwargs.get("socket_timeout")
+        self._timeout: float | None = float(timeout) if timeout else None
+        self._conn: Any = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._pending: deque[asyncio.Future[Any]] = deque()
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._sent = 0  # requests written on this connection
+        self._replies = 0  # replies read on this connection
+        #: (requests written up to and including a flush, the flush's loop time)
+        self._flushes: deque[tuple[int, float]] = deque()
+        self._encode: Any = None
+        self._closers: set[asyncio.Task[None]] = set()
+
+    async def call(self, args: tuple[Any, ...]) -> Any:
+        if self._writer is None:
+            await self._connect()
+        data = _pack(self._encode, args)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._out.append(data)
+        self._pending.append(fut)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await fut
+
+    # -- connecting ---------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        """Callers arriving while disconnected share one connection attempt."""
+        while self._writer is None:
+            task = self._connecting
+            if task is None:
+                task = self._connecting = asyncio.ensure_future(self._open())
+                task.add_done_callback(self._connected)
+            # shielded: a caller that gives up does not cancel the attempt for the others
+            await asyncio.shield(task)
+
+    def _connected(self, task: asyncio.Task[None]) -> None:
+        self._connecting = None
+        if not task.cancelled():
+            task.exception()  # retrieved here; every waiting caller gets it through shield
+
+    async def _open(self) -> None:
+        conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.connect()
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        self._conn = conn
+        self._encode = conn.encoder.encode
+        reader: asyncio.StreamReader = conn._reader
+        self._writer = conn._writer
+        parser = hiredis.Reader(**_reader_options(conn))
+        self._reader_task = asyncio.ensure_future(self._read(reader, parser))
+
+    # -- the two directions -------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if not out or self._writer is None:
+            return
+        self._out = []
+        self._writer.write(out[0] if len(out) == 1 else b"".join(out))
+        if self._timeout is not None:
+            self._sent += len(out)
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            self._flushes.append((self._sent, now))
+            if self._watchdog is None:
+                self._watchdog = loop.call_at(now + self._timeout, self._check)
+
+    async def _read(self, reader: asyncio.StreamReader, parser: Any) -> None:
+        pending = self._pending
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    raise ConnectionLost("Connection closed by server.")
+                parser.feed(data)
+                while (reply := parser.gets()) is not False:
+                    self._replies += 1
+                    fut = pending.popleft()
+                    if fut.done():
+                        continue  # its caller gave up waiting; the reply is dropped
+                    if isinstance(reply, Exception):
+                        fut.set_exception(reply)
+                    else:
+                        fut.set_result(reply)
+        except asyncio.CancelledError:
+            raise
+        except ConnectionLost as exc:
+            self._teardown(exc)
+        except Exception as exc:
+            self._teardown(ConnectionLost(f"Error while reading from Redis: {exc!r}"))
+
+    def _check(self) -> None:
+        """The oldest unanswered request has waited a whole socket timeout: as redis-py's
+        per-read timeout would, fail the callers and drop the connection."""
+        self._watchdog = None
+        flushes = self._flushes
+        while flushes and flushes[0][0] <= self._replies:
+            flushes.popleft()  # every request of that flush has its reply
+        if not flushes:
+            return
+        assert self._timeout is not None
+        loop = asyncio.get_running_loop()
+        due = flushes[0][1] + self._timeout
+        if loop.time() >= due:
+            self._teardown(RedisTimeoutError("Timeout reading from Redis"))
+        else:
+            self._watchdog = loop.call_at(due, self._check)
+
+    # -- ending -------------------------------------------------------------------------------
+
+    def _teardown(self, error: Exception) -> None:
+        """Fail every waiting caller and drop the connection; the next call reconnects."""
+        pending, self._pending = self._pending, deque()
+        self._out = []
+        self._writer = None
+        self._sent = self._replies = 0
+        self._flushes.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        task, self._reader_task = self._reader_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            closer = asyncio.ensure_future(conn.disconnect(nowait=True))
+            self._closers.add(closer)
+            closer.add_done_callback(self._closers.discard)
+        for fut in pending:
+            if not fut.done():
+                fut.set_exception(type(error)(*error.args))
+
+    async def aclose(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connecting
+        self._teardown(RedisConnectionError("The client was closed."))
+        if self._closers:
+            await asyncio.gather(*self._closers, return_exceptions=True)
+
+
+def _reader_options(conn: Any) -> dict[str, Any]:
+    """hiredis.Reader options as redis-py's own hiredis parser sets them."""
+    options: dict[str, Any] = {
+        "protocolError": InvalidResponse,
+        "replyError": BaseParser.parse_error,
+    }
+    encoder = conn.encoder
+    if encoder.decode_responses:
+        options["encoding"] = encoder.encoding
+        options["errors"] = encoder.encoding_errors
+    return options
+
+
+class AutoPipelineRedis(aioredis.Redis):
+    """A ``redis.asyncio.Redis`` whose ``PIPELINED`` commands share one pipelined link."""
+
+    _link: _Link | None = None
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        name = args[0]
+        if name not in PIPELINED or NEVER_DECODE in options:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        link = self._link
+        if link is None:
+            link = self._link = _Link(self.connection_pool)
+        wire = (*name.split(), *args[1:]) if " " in name else args
+        try:
+            try:
+                response = await link.call(wire)
+            except ConnectionLost:
+                # Once, as the pooled path retries a connection that died with a restart.
+                response = await link.call(wire)
+        except ResponseError:
+            if EMPTY_RESPONSE in options:
+                return options[EMPTY_RESPONSE]
+            raise
+        options.pop(EMPTY_RESPONSE, None)
+        options.pop("keys", None)
+        if name not in self.response_callbacks:
+            return response
+        result = self.response_callbacks[name](response, **options)
+        return await result if inspect.isawaitable(result) else result
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        if self._link is not None:
+            await self._link.aclose()
+            self._link = None
+        await super().aclose(close_connection_pool)

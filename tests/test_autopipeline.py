@@ -1,0 +1,128 @@
+"""pairing.autopipeline: redis-py's API and failure semantics, one pipelined connection."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pairing import connect
+from pairing.autopipeline import AutoPipelineRedis
+from pairing.store import Redis
+from tests.redis_proc import RedisProcess
+
+
+async def _connections(client: Redis) -> int:
+    return len(await client.client_list())
+
+
+async def test_concurrent_calls_share_one_connection_in_order(redis: Redis) -> None:
+    assert isinstance(redis, AutoPipelineRedis)
+    await redis.ping()
+    before = await _connections(redis)
+    results = await asyncio.gather(*(redis.set(f"k{i}", i) for i in range(500)))
+    assert results == [True] * 500  # SET's callback ran: True, not b"OK"
+    values = await asyncio.gather(*(redis.get(f"k{i}") for i in range(500)))
+    assert values == [str(i).encode() for i in range(500)]  # each caller got its own reply
+    assert await _connections(redis) == before  # no pooled connection was opened for them
+
+
+async def test_replies_keep_redis_py_types_and_errors(redis: Redis) -> None:
+    await redis.sadd("s", "a", "b")
+    assert await redis.smembers("s") == {b"a", b"b"}
+    assert await redis.mget(["s-none", "s-none2"]) == [None, None]
+    assert await redis.exists("s") == 1
+    entry = await redis.xadd("x", {"f": "v"})
+    assert await redis.xrevrange("x") == [(entry, {b"f": b"v"})]
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await redis.get("s")
+    with pytest.raises(NoScriptError):
+        await redis.evalsha("0" * 40, 0)
+    # an error reply fails only its own caller
+    ok, bad = await asyncio.gather(redis.exists("s"), redis.get("s"), return_exceptions=True)
+    assert ok == 1 and isinstance(bad, ResponseError)
+
+
+async def test_scripts_reload_after_a_flush(redis: Redis) -> None:
+    script = redis.register_script("return ARGV[1]")
+    assert await script(args=["one"]) == b"one"
+    await redis.script_flush()
+    assert await script(args=["two"]) == b"two"  # NOSCRIPT -> SCRIPT LOAD -> EVALSHA
+
+
+async def test_decoded_replies(redis_url: str) -> None:
+    client = AutoPipelineRedis.from_url(redis_url, decode_responses=True, protocol=2)
+    try:
+        await client.set("d", "é")
+        assert await client.get("d") == "é"
+    finally:
+        await client.delete("d")
+        await client.aclose()
+
+
+async def test_a_restart_fails_waiting_calls_and_the_next_call_reconnects(
+    own_redis: RedisProcess,
+) -> None:
+    client = connect(own_redis.url)
+    try:
+        await client.set("k", "v")
+        own_redis.stop()
+        with pytest.raises(RedisConnectionError):
+            await client.get("k")  # the server is gone: a prompt error, not a hang
+        own_redis.start()
+        assert await client.get("k") is None  # a new connection (the data died with it)
+        await client.set("k", "again")
+        assert await client.get("k") == b"again"
+    finally:
+        await client.aclose()
+
+
+async def test_a_frozen_server_times_out_once_and_the_link_recovers(
+    own_redis: RedisProcess,
+) -> None:
+    client = connect(own_redis.url, socket_timeout=0.3)
+    try:
+        await client.set("k", "v")
+        assert own_redis.proc is not None
+        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            results = await asyncio.gather(
+                *(client.get("k") for _ in range(20)), return_exceptions=True
+            )
+            waited = loop.time() - started
+        finally:
+            os.kill(own_redis.proc.pid, signal.SIGCONT)
+        assert all(isinstance(r, RedisTimeoutError) for r in results), results
+        assert waited < 2.0  # bounded by the socket timeout, not by the freeze
+        assert await client.get("k") == b"v"  # a new connection works
+    finally:
+        await client.aclose()
+
+
+async def test_a_caller_that_gives_up_does_not_shift_the_replies(redis: Redis) -> None:
+    await redis.set("a", "1")
+    await redis.set("b", "2")
+    slow = asyncio.ensure_future(redis.eval("return redis.call('GET', 'a')", 0))
+    gave_up = asyncio.ensure_future(redis.get("a"))
+    after = asyncio.ensure_future(redis.get("b"))
+    await asyncio.sleep(0)
+    gave_up.cancel()
+    assert await slow == b"1"
+    assert await after == b"2"  # not "1": the abandoned reply was dropped, in order
+
+
+async def test_close_fails_waiting_calls(redis_url: str) -> None:
+    client = connect(redis_url)
+    await client.ping()
+    pending = asyncio.ensure_future(client.get("k"))
+    await asyncio.sleep(0)  # written to the link, not yet flushed
+    await client.aclose()
+    with pytest.raises(RedisConnectionError, match="closed"):
+        await pending
