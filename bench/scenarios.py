@@ -548,7 +548,7 @@ SCENARIOS: dict[str, Callable[[Bench, int], list[Measurement]]] = {
 
 
 def profile(bench: Bench, docs: Path, py_spy: str) -> dict[str, Path]:
-    """The heartbeat and relay scenarios once each, with py-spy sampling the gateway.
+    """The heartbeat, relay and pair scenarios once each, with py-spy sampling the gateway.
 
     Writes ``docs/flame-<scenario>.svg`` (flame graph) and the collapsed stacks to
     ``bench/results/flame-<scenario>.txt``; these runs are not in the table (py-spy itself
@@ -556,7 +556,7 @@ def profile(bench: Bench, docs: Path, py_spy: str) -> dict[str, Path]:
     """
     cfg = bench.cfg
     written: dict[str, Path] = {}
-    for name in ("heartbeat", "relay"):
+    for name in ("heartbeat", "relay", "pair"):
         bench.redis.flush()
         gw = bench.gateway(f"gw-profile-{name}")
         svg = docs / f"flame-{name}.svg"
@@ -577,7 +577,11 @@ def profile(bench: Bench, docs: Path, py_spy: str) -> dict[str, Path]:
                 spies.append(bench.procs.spawn(f"py-spy-{name}-{fmt}", argv, cpu=cfg.load_cpu))
 
         try:
-            count = cfg.heartbeat_runners if name == "heartbeat" else cfg.relay_pairs
+            count = {
+                "heartbeat": cfg.heartbeat_runners,
+                "relay": cfg.relay_pairs,
+                "pair": cfg.pair_workers,
+            }[name]
             args = ["--url", gw.url, "--prefix", "prof"]
             bench.drive(
                 f"profile-{name}",

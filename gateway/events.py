@@ -159,8 +159,7 @@ class PairingGateway:
             log.exception("handler failed", extra={"event": label})
             ack = error_ack(ErrorCode.INTERNAL, "internal error")
             result = ErrorCode.INTERNAL.value
-        self.metrics.events.labels(label, result).inc()
-        self.metrics.ack_latency.labels(label).observe(time.perf_counter() - started)
+        self.metrics.record_event(label, result, time.perf_counter() - started)
         return ack
 
     # -- connection lifecycle -------------------------------------------------------------
@@ -234,12 +233,13 @@ class PairingGateway:
             if reason is UnpairReason.RUNNER_DISCONNECTED
             else HistoryEvent.RUNNER_OFFLINE
         )
-        await self.history.record(kind, runner_id=runner_id, reason=reason.value)
         for app in apps:
             self.metrics.pairings.labels(kind.value).inc()
             await self.history.record(
                 HistoryEvent.UNPAIRED, app_session_id=app, runner_id=runner_id, reason=reason.value
             )
+        # Last: whoever reads the runner's entry finds every unpairing it caused already there.
+        await self.history.record(kind, runner_id=runner_id, reason=reason.value)
 
     async def _become_app(self, conn: Conn) -> None:
         if conn.role is Role.APP:

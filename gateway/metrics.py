@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 ACK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -56,3 +58,21 @@ class Metrics:
             ["path"],
             registry=r,
         )
+        self._event_children: dict[tuple[str, str], Any] = {}
+        self._latency_children: dict[str, Any] = {}
+
+    def record_event(self, event: str, result: str, seconds: float) -> None:
+        """Count one handled event and its ack latency.
+
+        Runs once per client event, so the labelled children are cached: ``labels()``
+        takes a lock and builds a tuple on every call. Both label sets are bounded (known
+        event names or "unknown", success or an error code).
+        """
+        counter = self._event_children.get((event, result))
+        if counter is None:
+            counter = self._event_children[(event, result)] = self.events.labels(event, result)
+        counter.inc()
+        latency = self._latency_children.get(event)
+        if latency is None:
+            latency = self._latency_children[event] = self.ack_latency.labels(event)
+        latency.observe(seconds)

@@ -62,12 +62,39 @@ class ConnectionLost(RedisConnectionError):
     """The connection closed with the request written: whether it ran is unknown."""
 
 
-def _pack(encode: Any, args: tuple[Any, ...]) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = encode(arg)
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+def _packer(encoder: Any) -> Any:
+    """RESP for one command; str, bytes and int take a fast path when the encoding is UTF-8."""
+    encode = encoder.encode
+    if encoder.encoding.lower().replace("-", "") != "utf8" or encoder.encoding_errors != "strict":
+
+        def pack_any(args: tuple[Any, ...]) -> bytes:
+            parts = [b"*%d\r\n" % len(args)]
+            for arg in args:
+                data = encode(arg)
+                parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+            return b"".join(parts)
+
+        return pack_any
+
+    def pack(args: tuple[Any, ...]) -> bytes:
+        parts = [b"*%d\r\n" % len(args)]
+        append = parts.append
+        for arg in args:
+            kind = type(arg)
+            if kind is str:
+                data = arg.encode()
+            elif kind is bytes:
+                data = arg
+            elif kind is int:
+                data = b"%d" % arg
+            else:
+                data = encode(arg)  # redis-py's rules (and errors) for everything else
+            append(b"$%d\r\n" % len(data))
+            append(data)
+            append(b"\r\n")
+        return b"".join(parts)
+
+    return pack
 
 
 class _Link:
@@ -89,13 +116,13 @@ class _Link:
         self._replies = 0  # replies read on this connection
         #: (requests written up to and including a flush, the flush's loop time)
         self._flushes: deque[tuple[int, float]] = deque()
-        self._encode: Any = None
+        self._pack: Any = None
         self._closers: set[asyncio.Task[None]] = set()
 
     async def call(self, args: tuple[Any, ...]) -> Any:
         if self._writer is None:
             await self._connect()
-        data = _pack(self._encode, args)
+        data = self._pack(args)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._out.append(data)
@@ -130,7 +157,7 @@ class _Link:
             await conn.disconnect(nowait=True)
             raise
         self._conn = conn
-        self._encode = conn.encoder.encode
+        self._pack = _packer(conn.encoder)
         reader: asyncio.StreamReader = conn._reader
         self._writer = conn._writer
         parser = hiredis.Reader(**_reader_options(conn))

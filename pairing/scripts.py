@@ -1,10 +1,11 @@
-"""Lua scripts: registered once per client, run by SHA (redis-py reloads on NOSCRIPT)."""
+"""Lua scripts: one per operation, run by SHA (loaded again on NOSCRIPT)."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from pairing.store import Redis
 
@@ -53,23 +54,33 @@ redis.call('SADD', apps_prefix .. runner, app)
 
 
 class Script:
-    """A Lua script bound to one client; call it like a coroutine function."""
+    """A Lua script bound to one client; call it like a coroutine function.
+
+    EVALSHA is sent directly (redis-py's ``register_script`` adds two wrappers and an
+    import per call on the hottest path); on NOSCRIPT, after a SCRIPT FLUSH or against a
+    fresh server, the script is loaded and the call sent once more, as redis-py does.
+    """
+
+    __slots__ = ("_client", "sha", "source")
 
     def __init__(self, client: Redis, source: str) -> None:
-        self._script: AsyncScript = client.register_script(source)
-
-    @property
-    def sha(self) -> str:
-        return str(self._script.sha)
+        self._client = client
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     async def __call__(self, keys: list[str], args: list[Any]) -> Any:
-        return await self._script(keys=keys, args=args)
+        send: Any = self._client.execute_command  # untyped in redis-py
+        try:
+            return await send("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self._client.script_load(self.source)
+            return await send("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 async def preload(client: Redis, *scripts: Script) -> None:
     """SCRIPT LOAD at start-up so that the first real call is a single EVALSHA."""
     for script in scripts:
-        await client.script_load(script._script.script)
+        await client.script_load(script.source)
 
 
 def fmt_ms() -> str:

@@ -126,3 +126,31 @@ async def test_close_fails_waiting_calls(redis_url: str) -> None:
     await client.aclose()
     with pytest.raises(RedisConnectionError, match="closed"):
         await pending
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("GET", "k"),
+        ("EVALSHA", "a" * 40, 2, "k1", "k2", "é", b"\x00\xff", 12345678901234, -3, 1.5),
+        ("SET", "k", ""),
+    ],
+)
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_the_packer_writes_what_redis_py_writes(args: tuple[object, ...], encoding: str) -> None:
+    from redis.asyncio.connection import Connection
+
+    from pairing.autopipeline import _packer
+
+    conn = Connection(encoding=encoding)
+    assert _packer(conn.encoder)(args) == b"".join(conn.pack_command(*args))
+
+
+def test_the_packer_refuses_what_redis_py_refuses() -> None:
+    from redis.asyncio.connection import Connection
+    from redis.exceptions import DataError
+
+    from pairing.autopipeline import _packer
+
+    with pytest.raises(DataError):
+        _packer(Connection().encoder)(("SET", "k", True))
