@@ -111,24 +111,63 @@ def pct_of_reference(row: Row, value: float) -> float:
     return 100 * (value / row.reference if row.higher_is_better else row.reference / value)
 
 
-def goal_cell(row: Row, value: float, failures: float) -> str:
-    """Met or not; never met while the scenario had failures (error acks, lost outputs)."""
+#: The issue's bare python-socketio figure on its machine (acks/s), which the ceiling row
+#: measures again on this one: their ratio scales Node's figures to this machine.
+ISSUE_CEILING = 5400.0
+
+
+def machine_scale(measurements: list[Measurement]) -> float:
+    """This machine's speed relative to the issue's, from the ceiling scenario (NaN if absent)."""
+    ceiling = summarize(measurements, "ceiling", "acks_per_s")
+    return ceiling.median / ISSUE_CEILING if ceiling.n else math.nan
+
+
+def pct_of_scaled_reference(row: Row, value: float, scale: float) -> float:
+    """Throughput against Node's figure scaled to this machine; NaN where that is meaningless."""
+    if row.goal != "60%" or row.reference is None or math.isnan(scale) or math.isnan(value):
+        return math.nan
+    return 100 * value / (row.reference * scale)
+
+
+def goal_cell(row: Row, value: float, failures: float, scale: float = math.nan) -> str:
+    """Met or not; never met while the scenario had failures (error acks, lost outputs).
+
+    Throughput must reach 60% of Node's figure both as measured and scaled to this machine
+    (a faster machine than the issue's must not make the goal easier).
+    """
     if not row.goal or row.reference is None or math.isnan(value):
         return ""
-    met = value >= 0.6 * row.reference if row.goal == "60%" else value <= row.reference
+    if row.goal == "60%":
+        met = value >= 0.6 * row.reference and not pct_of_scaled_reference(row, value, scale) < 60
+    else:
+        met = value <= row.reference
     if failures > 0:
         return f"no ({failures:,.0f} failures/s)" if failures >= 1 else "no (failures)"
     return "yes" if met else "no"
 
 
 def main_table(cfg: BenchConfig, measurements: list[Measurement]) -> list[list[str]]:
-    table = [["scenario", "metric", "median", "min", "max", "reference", "% of ref.", "goal met"]]
+    table = [
+        [
+            "scenario",
+            "metric",
+            "median",
+            "min",
+            "max",
+            "reference",
+            "% of ref.",
+            "% of ref. scaled",
+            "goal met",
+        ]
+    ]
+    scale = machine_scale(measurements)
     for row in rows(cfg):
         s = summarize(measurements, row.scenario, row.metric)
         if s.n == 0:
             continue
         unit = "" if row.unit in {"/s", "%"} else f" ({row.unit})"
         pct = pct_of_reference(row, s.median)
+        scaled = pct_of_scaled_reference(row, s.median, scale)
         failures = summarize(measurements, row.scenario, "errors_per_s").high
         table.append(
             [
@@ -139,7 +178,8 @@ def main_table(cfg: BenchConfig, measurements: list[Measurement]) -> list[list[s
                 fmt(s.high, row.unit),
                 "" if row.reference is None else fmt(row.reference, row.unit),
                 "" if math.isnan(pct) else f"{pct:.0f}%",
-                goal_cell(row, s.median, 0.0 if math.isnan(failures) else failures),
+                "" if math.isnan(scaled) else f"{scaled:.0f}%",
+                goal_cell(row, s.median, 0.0 if math.isnan(failures) else failures, scale),
             ]
         )
     return table
@@ -403,9 +443,15 @@ def render_markdown(
         " official JS client as load generator), except for the ceiling row, whose reference"
         " is the issue's measurement of a bare python-socketio 5.18 server (about 5,400"
         " acks/s). *% of ref.* is ours / reference for throughput and reference / ours where"
-        " lower is better (latency, memory), so 100% means as good as Node. *Goal met*: issue"
-        " #5 asks for 60% of Node's throughput and memory per connection at or below Node's;"
-        " a scenario with failures does not meet it.",
+        " lower is better (latency, memory), so 100% means as good as Node. Machines of one"
+        " class differ (one measured bare python-socketio at 12,755 acks/s, another at"
+        " 4,600), so *% of ref. scaled* divides by Node's figure times this run's machine"
+        " scale: the ceiling row's median / 5,400 (the issue's bare python-socketio figure)."
+        " *Goal met*: issue #5 asks for 60% of Node's throughput (here: both as measured and"
+        " scaled) and memory per connection at or below Node's; a scenario with failures does"
+        " not meet it.",
+        "",
+        f"Machine scale in this run: {machine_scale(measurements):.2f}.",
         "",
         markdown_table(main_table(cfg, measurements)),
         "",
@@ -453,12 +499,17 @@ def render_markdown(
     extra = notes(measurements) + [f"Failed: {f}" for f in failures]
     if extra:
         parts += ["## Notes", ""] + [f"- {n}" for n in extra] + [""]
-    flames = [f for f in ("flame-heartbeat.svg", "flame-relay.svg") if (ROOT / "docs" / f).exists()]
+    flames = [
+        f
+        for f in ("flame-heartbeat.svg", "flame-relay.svg", "flame-pair.svg")
+        if (ROOT / "docs" / f).exists()
+    ]
     if flames:
         parts += [
             "## Profiles",
             "",
-            "`make bench BENCH_ARGS=--profile` runs heartbeat and relay once more with py-spy"
+            "`make bench BENCH_ARGS=--profile` runs heartbeat, relay and pair once more with"
+            " py-spy"
             " (200 Hz, `--nonblocking`) on the gateway and writes flame graphs: "
             + ", ".join(f"[{f}]({f})" for f in flames)
             + ". Those runs are not in the tables (py-spy takes CPU on the generator's core).",

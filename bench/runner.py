@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="instead of the table: heartbeat and relay once with py-spy on the gateway"
+        help="instead of the table: heartbeat, relay and pair once with py-spy on the gateway"
         " (docs/flame-*.svg, top frames printed)",
     )
     return p.parse_args(argv)
