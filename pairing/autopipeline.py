@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 from redis._parsers.base import BaseParser
 from redis.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import InvalidResponse, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 #: Commands with one request and one reply that touch no connection state: safe to share
@@ -188,15 +188,22 @@ class _Link:
                 if not data:
                     raise ConnectionLost("Connection closed by server.")
                 parser.feed(data)
+                demoted = False
                 while (reply := parser.gets()) is not False:
                     self._replies += 1
                     fut = pending.popleft()
+                    if isinstance(reply, ReadOnlyError):
+                        demoted = True
                     if fut.done():
                         continue  # its caller gave up waiting; the reply is dropped
                     if isinstance(reply, Exception):
                         fut.set_exception(reply)
                     else:
                         fut.set_result(reply)
+                if demoted:
+                    # The server became a replica (a failover): connect again, which asks
+                    # the sentinels for the new primary; waiting calls are sent there once.
+                    raise ConnectionLost("the server is read-only now (a failover?)")
         except asyncio.CancelledError:
             raise
         except ConnectionLost as exc:

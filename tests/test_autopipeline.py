@@ -7,6 +7,8 @@ import os
 import signal
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -154,3 +156,80 @@ def test_the_packer_refuses_what_redis_py_refuses() -> None:
 
     with pytest.raises(DataError):
         _packer(Connection().encoder)(("SET", "k", True))
+
+
+async def test_a_demoted_server_makes_the_link_reconnect(own_redis: RedisProcess) -> None:
+    """A failover turns the old primary read-only: the link drops its connection (so a
+    Sentinel client asks for the new primary) instead of failing writes forever."""
+    client = connect(own_redis.url)
+    admin = connect(own_redis.url)
+    try:
+        await client.set("k", "v")
+        await admin.execute_command("REPLICAOF", "127.0.0.1", "1")  # nobody there: stays RO
+        results = await asyncio.gather(
+            *(client.set(f"k{i}", i) for i in range(5)), return_exceptions=True
+        )
+        assert results and all(isinstance(r, ResponseError) for r in results), results
+        await admin.execute_command("REPLICAOF", "NO", "ONE")
+        assert await client.set("k", "again") is True
+        assert await client.get("k") == b"again"
+    finally:
+        await client.aclose()
+        await admin.aclose()
+
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["SET", "GET", "DEL", "EXISTS", "MGET"]),
+        st.sampled_from(["a", "b", "c"]),
+        st.integers(0, 9),
+        st.booleans(),  # the caller gives up right after sending
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(ops=_OPS)
+async def test_any_interleaving_answers_each_caller_as_if_run_one_by_one(
+    redis: Redis, ops: list[tuple[str, str, int, bool]]
+) -> None:
+    """Concurrent callers, some giving up: every remaining caller gets exactly the reply it
+    would get if the commands had run one at a time in call order (given-up commands still
+    run: they were written)."""
+    await redis.delete("a", "b", "c")
+    model: dict[str, bytes] = {}
+    expected: list[object] = []
+    calls = []
+    for op, key, value, _ in ops:
+        if op == "SET":
+            model[key] = str(value).encode()
+            expected.append(True)
+            calls.append(redis.set(key, value))
+        elif op == "GET":
+            expected.append(model.get(key))
+            calls.append(redis.get(key))
+        elif op == "DEL":
+            expected.append(1 if model.pop(key, None) is not None else 0)
+            calls.append(redis.delete(key))
+        elif op == "EXISTS":
+            expected.append(1 if key in model else 0)
+            calls.append(redis.exists(key))
+        else:
+            expected.append([model.get(key), model.get("c")])
+            calls.append(redis.mget([key, "c"]))
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    await asyncio.sleep(0)  # every call is written to the link
+    for task, (_, _, _, give_up) in zip(tasks, ops, strict=True):
+        if give_up:
+            task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result, want, (_, _, _, give_up) in zip(results, expected, ops, strict=True):
+        if not give_up:
+            assert result == want
+    assert await redis.mget(["a", "b", "c"]) == [model.get(k) for k in "abc"]
