@@ -65,6 +65,7 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
         local_disconnect=local_disconnect,
         on_listener_error=lambda: metrics.redis_errors.labels("fanout").inc(),
     )
+    metrics.track_fanout(lambda: {"local": fanout.delivered_locally, "published": fanout.published})
     hb = settings.heartbeat
     sessions = PairingSessionService(
         store, heartbeat_timeout_s=hb.timeout_s, heartbeat_ttl_s=hb.ttl_s
@@ -209,10 +210,5 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    app = request.app
-    gateway = app[GATEWAY]
-    metrics = app[METRICS]
-    metrics.fanout_messages.labels("local")._value.set(gateway.fanout.delivered_locally)
-    metrics.fanout_messages.labels("published")._value.set(gateway.fanout.published)
-    body = generate_latest(metrics.registry)
+    body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 ACK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -52,12 +55,6 @@ class Metrics:
             ["action"],
             registry=r,
         )
-        self.fanout_messages = Counter(
-            "gateway_fanout_messages_total",
-            "Deliveries by path: local (no Redis) or published to another replica",
-            ["path"],
-            registry=r,
-        )
         self._event_children: dict[tuple[str, str], Any] = {}
         self._latency_children: dict[str, Any] = {}
 
@@ -76,3 +73,26 @@ class Metrics:
         if latency is None:
             latency = self._latency_children[event] = self.ack_latency.labels(event)
         latency.observe(seconds)
+
+    def track_fanout(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Expose the fan-out's own delivery counters, read at scrape time.
+
+        The fan-out counts in plain ints on its per-message path; this reads them when
+        Prometheus asks instead of updating a Counter per delivered message.
+        """
+        self.registry.register(_FanoutCollector(counts))
+
+
+class _FanoutCollector(Collector):
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "gateway_fanout_messages",
+            "Deliveries by path: local (no Redis) or published to another replica",
+            labels=["path"],
+        )
+        for path, count in self._counts().items():
+            family.add_metric([path], count)
+        yield family

@@ -115,7 +115,10 @@ async def test_metrics_count_events_by_result(start_gateway, clients) -> None:
     assert _sample(text, events, event="unknown", result="INVALID_PAYLOAD") == 1
     assert "no:such:event" not in text
     assert _sample(text, events, event="app:status", result="success") is None
-    assert "gateway_ack_latency_seconds" in text
+    assert _sample(text, "gateway_ack_latency_seconds_count", event="app:pair") == 3
+    # pairing:paired reached the runner on this replica: delivered locally, nothing published
+    assert _sample(text, "gateway_fanout_messages_total", path="local") >= 1
+    assert _sample(text, "gateway_fanout_messages_total", path="published") == 0
 
 
 async def test_healthz_and_readyz(start_gateway) -> None:
