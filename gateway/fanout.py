@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
+from gateway.subscriber import Subscriber, subscriber_for
 from gateway.tasks import cancel_and_wait
 from pairing import keys
 from pairing.store import Redis
@@ -80,7 +80,7 @@ class Fanout:
         #: room -> its socket here (a str: the usual case, and the cheapest), or a set of
         #: them while an older socket is still being evicted.
         self.members: dict[str, str | set[str]] = {}
-        self._pubsub: Any = None
+        self._sub: Subscriber | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self.published = 0
@@ -195,20 +195,20 @@ class Fanout:
         await cancel_and_wait(task)
 
     async def _subscribe(self, channel: str) -> None:
-        pubsub = self._pubsub
-        if pubsub is None:
+        sub = self._sub
+        if sub is None:
             return  # the listener subscribes to every current room when it reconnects
         try:
-            await pubsub.subscribe(channel)
+            sub.subscribe(channel)
         except Exception:  # the listener notices the broken connection and resubscribes
             log.debug("subscribe to %s failed; the listener will retry", channel)
 
     async def _unsubscribe(self, channel: str) -> None:
-        pubsub = self._pubsub
-        if pubsub is None:
+        sub = self._sub
+        if sub is None:
             return
         try:
-            await pubsub.unsubscribe(channel)
+            sub.unsubscribe(channel)
         except Exception:
             log.debug("unsubscribe from %s failed", channel)
 
@@ -216,18 +216,20 @@ class Fanout:
         """Listen forever; after any error, reconnect and resubscribe (never die silently)."""
         backoff = 0.05
         while True:
-            pubsub = self.listen_redis.pubsub()
+            sub = subscriber_for(self.listen_redis)
             try:
-                self._pubsub = pubsub
+                await sub.connect()
+                # From here to self._sub no await: a room joined meanwhile is in members.
                 # A replica-wide channel keeps the connection subscribed even with no rooms.
                 channels = [keys.room_channel(f"replica:{self.replica_id}")]
                 channels += [keys.room_channel(room) for room in list(self.members)]
-                await pubsub.subscribe(*channels)
+                sub.subscribe(*channels)
+                self._sub = sub
                 self._connected.set()
                 if backoff > 0.05:
                     log.info("fan-out listener reconnected", extra={"rooms": len(self.members)})
                 backoff = 0.05
-                await self._listen(pubsub)
+                await self._listen(sub)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -243,29 +245,39 @@ class Fanout:
                 backoff = min(backoff * 2, 2.0)
             finally:
                 self._connected.clear()
-                self._pubsub = None
+                self._sub = None
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await sub.aclose()
 
-    async def _listen(self, pubsub: Any) -> None:
-        last_pong = time.monotonic()
-        last_ping = 0.0
-        while True:
-            now = time.monotonic()
-            if now - last_ping >= _PING_EVERY_S:
-                await pubsub.ping()
-                last_ping = now
-            if now - last_pong > _PONG_DEADLINE_S:
-                raise ConnectionError("no pong on the pub/sub connection")
-            message = await pubsub.get_message(timeout=1.0)
-            if message is None:
-                continue
-            kind = message.get("type")
-            if kind in {"pong", b"pong"} or (
-                kind == "message" and message.get("data") in {b"pong", "pong"}
-            ):
-                last_pong = time.monotonic()
-            elif kind == "message":
-                await self._handle(message["data"])
-            elif kind == "subscribe":
-                last_pong = time.monotonic()
+    async def _listen(self, sub: Subscriber) -> None:
+        """Hand on messages in order; a ping every 5 s, and no pong for 10 s breaks it."""
+        loop = asyncio.get_running_loop()
+        last_pong = loop.time()
+        timer: asyncio.TimerHandle | None = None
+
+        def keepalive() -> None:
+            nonlocal timer
+            if loop.time() - last_pong > _PONG_DEADLINE_S:
+                log.warning("no pong on the pub/sub connection")
+                sub.abort()  # the pending read raises, and _run reconnects
+                return
+            with contextlib.suppress(Exception):
+                sub.ping()
+            timer = loop.call_later(_PING_EVERY_S, keepalive)
+
+        keepalive()
+        try:
+            while True:
+                for reply in await sub.read():
+                    kind = reply[0]
+                    if kind == b"message":
+                        data = reply[2]
+                        if data in {b"pong", "pong"}:  # redis-py's PubSub reports pongs so
+                            last_pong = loop.time()
+                        else:
+                            await self._handle(data)
+                    elif kind in {b"pong", b"subscribe", b"unsubscribe"}:
+                        last_pong = loop.time()
+        finally:
+            if timer is not None:
+                timer.cancel()

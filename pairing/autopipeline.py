@@ -135,17 +135,31 @@ class _Link:
     # -- connecting ---------------------------------------------------------------------------
 
     async def _connect(self) -> None:
-        """Callers arriving while disconnected share one connection attempt."""
+        """Callers arriving while disconnected share one connection attempt.
+
+        A caller that joined an attempt begun before it (during an outage, say) and saw it
+        fail makes one attempt of its own: the server may be back by now.
+        """
         while self._writer is None:
             task = self._connecting
+            if task is not None and task.done():
+                # It failed (else the writer would be set), and its callback, which clears
+                # it, has not run yet: waiting on it again would spin without yielding.
+                task = None
+            own = task is None
             if task is None:
                 task = self._connecting = asyncio.ensure_future(self._open())
                 task.add_done_callback(self._connected)
-            # shielded: a caller that gives up does not cancel the attempt for the others
-            await asyncio.shield(task)
+            try:
+                # shielded: a caller that gives up does not cancel the attempt for the others
+                await asyncio.shield(task)
+            except Exception:
+                if own:
+                    raise
 
     def _connected(self, task: asyncio.Task[None]) -> None:
-        self._connecting = None
+        if self._connecting is task:
+            self._connecting = None
         if not task.cancelled():
             task.exception()  # retrieved here; every waiting caller gets it through shield
 

@@ -233,3 +233,61 @@ async def test_any_interleaving_answers_each_caller_as_if_run_one_by_one(
         if not give_up:
             assert result == want
     assert await redis.mget(["a", "b", "c"]) == [model.get(k) for k in "abc"]
+
+
+async def test_a_caller_that_joined_a_failed_connect_tries_once_on_its_own(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right after an outage, a call must not inherit the failure of a connection attempt
+    that began while the server was still down."""
+    client = connect(redis_url)
+    try:
+        await client.ping()
+        link = client._link
+        assert link is not None
+        link._teardown(RedisConnectionError("dropped for the test"))
+        real_open = link._open
+        attempts = 0
+
+        async def open_failing_first() -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts == 1:
+                await asyncio.sleep(0.05)
+                raise RedisTimeoutError("the server was still frozen")
+            await real_open()
+
+        monkeypatch.setattr(link, "_open", open_failing_first)
+        first = asyncio.ensure_future(client.get("k"))
+        await asyncio.sleep(0.01)
+        late = asyncio.ensure_future(client.get("k"))  # joins the doomed attempt
+        with pytest.raises(RedisTimeoutError):
+            await first  # its own attempt failed: no second try
+        assert await late is None  # it tried again, on its own, and got through
+        assert attempts == 2
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.timeout(10)
+async def test_a_finished_failed_attempt_not_yet_cleared_is_not_waited_on_again(
+    redis_url: str,
+) -> None:
+    """Regression: a caller finding the failed attempt still recorded (its done callback
+    not run yet) awaited it again and again without yielding: the whole process hung."""
+    client = connect(redis_url)
+    try:
+        await client.ping()
+        link = client._link
+        assert link is not None
+        link._teardown(RedisConnectionError("dropped for the test"))
+
+        async def failed() -> None:
+            raise RedisTimeoutError("an attempt made during an outage")
+
+        stale = asyncio.ensure_future(failed())
+        await asyncio.gather(stale, return_exceptions=True)
+        link._connecting = stale  # finished, failed, and not cleared
+        assert await client.get("k") is None
+    finally:
+        await client.aclose()
