@@ -23,7 +23,7 @@ import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse
 
-from pairing.autopipeline import AutoPipelineRedis
+from pairing.autopipeline import AutoPipelineRedis, open_connection
 from pairing.store import Redis
 
 
@@ -78,12 +78,7 @@ class RespSubscriber(Subscriber):
         self._parser = hiredis.Reader(protocolError=InvalidResponse, replyError=Exception)
 
     async def connect(self) -> None:
-        conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
-        try:
-            await conn.connect()
-        except BaseException:
-            await conn.disconnect(nowait=True)
-            raise
+        conn = await open_connection(self._pool)
         self._conn = conn
         self._reader, self._writer = conn._reader, conn._writer
 

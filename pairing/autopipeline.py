@@ -164,12 +164,7 @@ class _Link:
             task.exception()  # retrieved here; every waiting caller gets it through shield
 
     async def _open(self) -> None:
-        conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
-        try:
-            await conn.connect()
-        except BaseException:
-            await conn.disconnect(nowait=True)
-            raise
+        conn = await open_connection(self._pool)
         self._conn = conn
         self._pack = _packer(conn.encoder)
         reader: asyncio.StreamReader = conn._reader
@@ -274,6 +269,18 @@ class _Link:
         self._teardown(RedisConnectionError("The client was closed."))
         if self._closers:
             await asyncio.gather(*self._closers, return_exceptions=True)
+
+
+async def open_connection(pool: aioredis.ConnectionPool) -> Any:
+    """A connected redis-py connection of ``pool``'s kind, outside the pool: it brings TLS,
+    unix sockets, AUTH, SELECT and Sentinel's discovery of the primary."""
+    conn = pool.make_connection()  # type: ignore[no-untyped-call]
+    try:
+        await conn.connect()
+    except BaseException:
+        await conn.disconnect(nowait=True)
+        raise
+    return conn
 
 
 def _reader_options(conn: Any) -> dict[str, Any]:

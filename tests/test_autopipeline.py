@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -235,6 +236,16 @@ async def test_any_interleaving_answers_each_caller_as_if_run_one_by_one(
     assert await redis.mget(["a", "b", "c"]) == [model.get(k) for k in "abc"]
 
 
+async def _disconnected_link(client: Redis) -> Any:
+    """The client's link, after it connected once and then lost its connection."""
+    assert isinstance(client, AutoPipelineRedis)
+    await client.ping()
+    link = client._link
+    assert link is not None
+    link._teardown(RedisConnectionError("dropped for the test"))
+    return link
+
+
 async def test_a_caller_that_joined_a_failed_connect_tries_once_on_its_own(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -242,10 +253,7 @@ async def test_a_caller_that_joined_a_failed_connect_tries_once_on_its_own(
     that began while the server was still down."""
     client = connect(redis_url)
     try:
-        await client.ping()
-        link = client._link
-        assert link is not None
-        link._teardown(RedisConnectionError("dropped for the test"))
+        link = await _disconnected_link(client)
         real_open = link._open
         attempts = 0
 
@@ -277,10 +285,7 @@ async def test_a_finished_failed_attempt_not_yet_cleared_is_not_waited_on_again(
     not run yet) awaited it again and again without yielding: the whole process hung."""
     client = connect(redis_url)
     try:
-        await client.ping()
-        link = client._link
-        assert link is not None
-        link._teardown(RedisConnectionError("dropped for the test"))
+        link = await _disconnected_link(client)
 
         async def failed() -> None:
             raise RedisTimeoutError("an attempt made during an outage")
