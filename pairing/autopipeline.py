@@ -209,6 +209,9 @@ class _Link:
                         fut.set_exception(reply)
                     else:
                         fut.set_result(reply)
+                flushes = self._flushes
+                while flushes and flushes[0][0] <= self._replies:
+                    flushes.popleft()  # answered in full: the watchdog need not keep it
                 if demoted:
                     # The server became a replica (a failover): connect again, which asks
                     # the sentinels for the new primary; waiting calls are sent there once.

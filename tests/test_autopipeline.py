@@ -33,6 +33,8 @@ async def test_concurrent_calls_share_one_connection_in_order(redis: Redis) -> N
     values = await asyncio.gather(*(redis.get(f"k{i}") for i in range(500)))
     assert values == [str(i).encode() for i in range(500)]  # each caller got its own reply
     assert await _connections(redis) == before  # no pooled connection was opened for them
+    link = redis._link
+    assert link is not None and not link._flushes  # answered flushes are not kept
 
 
 async def test_replies_keep_redis_py_types_and_errors(redis: Redis) -> None:
