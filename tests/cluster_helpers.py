@@ -129,3 +129,33 @@ async def pair(app: Client, runner: Client, runner_id: str) -> dict[str, Any]:
     assert ack.get("success") is True and ack["runnerId"] == runner_id, ack
     assert await runner.next("pairing:paired") == {"appSessionId": ack["appSessionId"]}
     return ack  # type: ignore[no-any-return]
+
+
+def paired_online(runner_id: str) -> dict[str, Any]:
+    """app:status of an app paired with ``runner_id``, which is online."""
+    return {"success": True, "paired": True, "runnerId": runner_id, "runnerOnline": True}
+
+
+#: app:status of an app paired with nobody.
+UNPAIRED = {"success": True, "paired": False, "runnerId": None, "runnerOnline": False}
+
+
+async def command_reaches(app: Client, app_id: str, runner: Client, data: Any) -> None:
+    """app:command from ``app`` is acked and arrives at ``runner`` as terminal:input."""
+    assert await app.call("app:command", {"data": data}) == {"success": True}
+    assert await runner.next("terminal:input") == {"appSessionId": app_id, "data": data}
+
+
+async def output_reaches(runner: Client, runner_id: str, data: Any, apps: list[Client]) -> None:
+    """runner:output is acked as delivered to ``apps``, and each gets it as terminal:output."""
+    ack = await runner.call("runner:output", {"data": data})
+    assert ack == {"success": True, "delivered": len(apps)}
+    for app in apps:
+        assert await app.next("terminal:output") == {"runnerId": runner_id, "data": data}
+
+
+async def relay_both_ways(
+    app: Client, runner: Client, app_id: str, runner_id: str, tag: str
+) -> None:
+    await command_reaches(app, app_id, runner, f"cmd-{tag}")
+    await output_reaches(runner, runner_id, f"out-{tag}", [app])

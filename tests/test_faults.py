@@ -21,7 +21,9 @@ from tests.cluster_helpers import (
     collect,
     get_status,
     pair,
+    paired_online,
     register,
+    relay_both_ways,
     wait_ready,
 )
 from tests.gw_helpers import TEST_CONFIG, Client, GatewayProcess, emit_unacked, watch_disconnect
@@ -59,16 +61,6 @@ async def timed_call(client: Client, event: str, *args: Any) -> tuple[Any, float
     started = time.monotonic()
     ack = await client.call(event, *args, timeout=30)
     return ack, time.monotonic() - started
-
-
-async def relay_both_ways(
-    app: Client, runner: Client, app_id: str, runner_id: str, tag: str
-) -> None:
-    assert await app.call("app:command", {"data": f"cmd-{tag}"}) == {"success": True}
-    assert await runner.next("terminal:input") == {"appSessionId": app_id, "data": f"cmd-{tag}"}
-    ack = await runner.call("runner:output", {"data": f"out-{tag}"})
-    assert ack == {"success": True, "delivered": 1}
-    assert await app.next("terminal:output") == {"runnerId": runner_id, "data": f"out-{tag}"}
 
 
 async def check_store_events_unavailable(
@@ -227,12 +219,7 @@ async def test_redis_frozen_then_resumed_keeps_pairings(
     beats.start(runner, "r-frozen")
 
     # Nothing was lost and the runner never left: the pairing and the relay are intact.
-    assert await app.call("app:status") == {
-        "success": True,
-        "paired": True,
-        "runnerId": "r-frozen",
-        "runnerOnline": True,
-    }
+    assert await app.call("app:status") == paired_online("r-frozen")
     await relay_both_ways(app, runner, APP_1, "r-frozen", "after")
     assert app.pending("pairing:unpaired") == 0
     for gw in (a, b):

@@ -17,9 +17,13 @@ import pytest
 from pairing import keys
 from pairing.store import Redis, connect
 from tests.cluster_helpers import (
+    UNPAIRED,
     Heartbeats,
     collect,
+    command_reaches,
+    output_reaches,
     pair,
+    paired_online,
     publish_calls,
     register,
 )
@@ -96,16 +100,9 @@ async def test_pair_relay_and_order_across_three_replicas(
     a, b, c = replicas(gateway_procs, redis_proc.url, 3)
     runner, app1, app2 = await runner_with_two_apps(clients, beats, a, (b, c), "r-relay")
 
-    assert await app1.call("app:command", {"data": "ls -la"}) == {"success": True}
-    assert await runner.next("terminal:input") == {"appSessionId": APP_1, "data": "ls -la"}
-    assert await app2.call("app:command", {"data": {"k": [1, 2]}}) == {"success": True}
-    assert await runner.next("terminal:input") == {"appSessionId": APP_2, "data": {"k": [1, 2]}}
-    assert await runner.call("runner:output", {"data": "hello"}) == {
-        "success": True,
-        "delivered": 2,
-    }
-    for app in (app1, app2):
-        assert await app.next("terminal:output") == {"runnerId": "r-relay", "data": "hello"}
+    await command_reaches(app1, APP_1, runner, "ls -la")
+    await command_reaches(app2, APP_2, runner, {"k": [1, 2]})
+    await output_reaches(runner, "r-relay", "hello", [app1, app2])
 
     # 200 commands from each app, emitted without waiting for acks, both apps at once.
     acks1 = await emit_unacked(app1, "app:command", ({"data": f"1:{i}"} for i in range(N)))
@@ -148,8 +145,7 @@ async def test_runner_disconnect_unpairs_apps_on_other_replicas_once(
     assert await app1.next("pairing:unpaired") == expected
     assert await app2.next("pairing:unpaired") == expected
     for app in (app1, app2):
-        status = await app.call("app:status", {})
-        assert status == {"success": True, "paired": False, "runnerId": None, "runnerOnline": False}
+        assert await app.call("app:status", {}) == UNPAIRED
         assert (await app.call("app:command", {"data": "x"}))["error"] == "NOT_PAIRED"
     assert await store.exists(keys.session(APP_1), keys.session(APP_2)) == 0
     # Exactly one each: no second notice from another replica or a later sweep.
@@ -176,43 +172,21 @@ async def test_runner_takeover_and_app_resume_on_other_replicas(
     assert not old.sio.connected
 
     for app, app_id, data in ((app1, APP_1, "after-1"), (app2, APP_2, "after-2")):
-        assert await app.call("app:command", {"data": data}) == {"success": True}
-        assert await new.next("terminal:input") == {"appSessionId": app_id, "data": data}
-    assert await new.call("runner:output", {"data": "from-new"}) == {
-        "success": True,
-        "delivered": 2,
-    }
-    for app in (app1, app2):
-        assert await app.next("terminal:output") == {"runnerId": "r-moves", "data": "from-new"}
+        await command_reaches(app, app_id, new, data)
+    await output_reaches(new, "r-moves", "from-new", [app1, app2])
     assert old.pending("terminal:input") == 0
 
     # App 1 comes back with its appSessionId on C while its old socket on B is still up.
     app1_gone = watch_disconnect(app1)
     app1_new = await clients(c.url, auth={"appSessionId": APP_1})
     await asyncio.wait_for(app1_gone.wait(), 10)
-    assert await app1_new.call("app:status") == {
-        "success": True,
-        "paired": True,
-        "runnerId": "r-moves",
-        "runnerOnline": True,
-    }
-    assert await app1_new.call("app:command", {"data": "resumed"}) == {"success": True}
-    assert await new.next("terminal:input") == {"appSessionId": APP_1, "data": "resumed"}
-    assert await new.call("runner:output", {"data": "to-both"}) == {
-        "success": True,
-        "delivered": 2,
-    }
-    for app in (app1_new, app2):
-        assert await app.next("terminal:output") == {"runnerId": "r-moves", "data": "to-both"}
+    assert await app1_new.call("app:status") == paired_online("r-moves")
+    await command_reaches(app1_new, APP_1, new, "resumed")
+    await output_reaches(new, "r-moves", "to-both", [app1_new, app2])
     assert app1.pending("terminal:output") == 0
 
     # The takeovers removed nothing and told nobody they were unpaired.
-    assert await app2.call("app:status") == {
-        "success": True,
-        "paired": True,
-        "runnerId": "r-moves",
-        "runnerOnline": True,
-    }
+    assert await app2.call("app:status") == paired_online("r-moves")
     members = await store.smembers(keys.runner_apps("r-moves"))
     assert {m.decode() for m in members} == {APP_1, APP_2}
     for app in (app1, app1_new, app2):
@@ -248,12 +222,7 @@ async def test_sigkill_of_the_runners_replica_is_swept_by_a_survivor(
     await beats.stop(runner)
 
     for app in (app1, app2):
-        assert await app.call("app:status") == {
-            "success": True,
-            "paired": False,
-            "runnerId": None,
-            "runnerOnline": False,
-        }
+        assert await app.call("app:status") == UNPAIRED
     assert await store.exists(keys.session(APP_1), keys.session(APP_2)) == 0
     assert await store.exists(keys.runner_apps("r-dies"), keys.owner("r-dies")) == 0
     await assert_quiet("pairing:unpaired", app1, app2, wait_s=1.0)
@@ -287,20 +256,10 @@ async def test_sigterm_keeps_pairings_for_a_runner_that_moves(
     await register(moved, "r-drains")
     beats.start(moved, "r-drains")
     for app in (app1, app2):
-        assert await app.call("app:status") == {
-            "success": True,
-            "paired": True,
-            "runnerId": "r-drains",
-            "runnerOnline": True,
-        }
-    assert await app2.call("app:command", {"data": "still here"}) == {"success": True}
-    assert await moved.next("terminal:input") == {"appSessionId": APP_2, "data": "still here"}
-    assert await moved.call("runner:output", {"data": "back"}) == {
-        "success": True,
-        "delivered": 2,
-    }
+        assert await app.call("app:status") == paired_online("r-drains")
+    await command_reaches(app2, APP_2, moved, "still here")
+    await output_reaches(moved, "r-drains", "back", [app1, app2])
     for app in (app1, app2):
-        assert await app.next("terminal:output") == {"runnerId": "r-drains", "data": "back"}
         assert app.pending("pairing:unpaired") == 0
 
 
