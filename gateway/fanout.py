@@ -271,11 +271,7 @@ class Fanout:
                 for reply in await sub.read():
                     kind = reply[0]
                     if kind == b"message":
-                        data = reply[2]
-                        if data in {b"pong", "pong"}:  # redis-py's PubSub reports pongs so
-                            last_pong = loop.time()
-                        else:
-                            await self._handle(data)
+                        await self._handle(reply[2])
                     elif kind in {b"pong", b"subscribe", b"unsubscribe"}:
                         last_pong = loop.time()
         finally:

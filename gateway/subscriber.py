@@ -23,7 +23,7 @@ import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse
 
-from pairing.autopipeline import AutoPipelineRedis, open_connection
+from pairing.autopipeline import AutoPipelineRedis, open_connection, packer
 from pairing.store import Redis
 
 
@@ -61,25 +61,19 @@ def subscriber_for(client: Redis) -> Subscriber:
     return PubSubSubscriber(client)
 
 
-def _pack(*args: str) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
 class RespSubscriber(Subscriber):
     def __init__(self, client: Redis) -> None:
         self._pool = client.connection_pool
         self._conn: Any = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._pack: Any = None
         self._parser = hiredis.Reader(protocolError=InvalidResponse, replyError=Exception)
 
     async def connect(self) -> None:
         conn = await open_connection(self._pool)
         self._conn = conn
+        self._pack = packer(conn.encoder)
         self._reader, self._writer = conn._reader, conn._writer
 
     def _send(self, data: bytes) -> None:
@@ -89,14 +83,14 @@ class RespSubscriber(Subscriber):
 
     def subscribe(self, *channels: str) -> None:
         if channels:
-            self._send(_pack("SUBSCRIBE", *channels))
+            self._send(self._pack(("SUBSCRIBE", *channels)))
 
     def unsubscribe(self, *channels: str) -> None:
         if channels:
-            self._send(_pack("UNSUBSCRIBE", *channels))
+            self._send(self._pack(("UNSUBSCRIBE", *channels)))
 
     def ping(self) -> None:
-        self._send(_pack("PING"))
+        self._send(self._pack(("PING",)))
 
     async def read(self) -> list[list[Any]]:
         if self._reader is None:

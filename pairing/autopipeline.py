@@ -62,19 +62,12 @@ class ConnectionLost(RedisConnectionError):
     """The connection closed with the request written: whether it ran is unknown."""
 
 
-def _packer(encoder: Any) -> Any:
-    """RESP for one command; str, bytes and int take a fast path when the encoding is UTF-8."""
+def packer(encoder: Any) -> Any:
+    """RESP for one command. str (when the encoding is strict UTF-8), bytes and int skip
+    redis-py's encoder; everything else goes through it, with its rules and errors."""
     encode = encoder.encode
-    if encoder.encoding.lower().replace("-", "") != "utf8" or encoder.encoding_errors != "strict":
-
-        def pack_any(args: tuple[Any, ...]) -> bytes:
-            parts = [b"*%d\r\n" % len(args)]
-            for arg in args:
-                data = encode(arg)
-                parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-            return b"".join(parts)
-
-        return pack_any
+    utf8 = encoder.encoding.lower().replace("-", "") == "utf8"
+    encode_str = str.encode if utf8 and encoder.encoding_errors == "strict" else encode
 
     def pack(args: tuple[Any, ...]) -> bytes:
         parts = [b"*%d\r\n" % len(args)]
@@ -82,13 +75,13 @@ def _packer(encoder: Any) -> Any:
         for arg in args:
             kind = type(arg)
             if kind is str:
-                data = arg.encode()
+                data = encode_str(arg)
             elif kind is bytes:
                 data = arg
             elif kind is int:
                 data = b"%d" % arg
             else:
-                data = encode(arg)  # redis-py's rules (and errors) for everything else
+                data = encode(arg)
             append(b"$%d\r\n" % len(data))
             append(data)
             append(b"\r\n")
@@ -166,7 +159,7 @@ class _Link:
     async def _open(self) -> None:
         conn = await open_connection(self._pool)
         self._conn = conn
-        self._pack = _packer(conn.encoder)
+        self._pack = packer(conn.encoder)
         reader: asyncio.StreamReader = conn._reader
         self._writer = conn._writer
         parser = hiredis.Reader(**_reader_options(conn))

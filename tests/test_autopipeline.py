@@ -145,20 +145,20 @@ async def test_close_fails_waiting_calls(redis_url: str) -> None:
 def test_the_packer_writes_what_redis_py_writes(args: tuple[object, ...], encoding: str) -> None:
     from redis.asyncio.connection import Connection
 
-    from pairing.autopipeline import _packer
+    from pairing.autopipeline import packer
 
     conn = Connection(encoding=encoding)
-    assert _packer(conn.encoder)(args) == b"".join(conn.pack_command(*args))
+    assert packer(conn.encoder)(args) == b"".join(conn.pack_command(*args))
 
 
 def test_the_packer_refuses_what_redis_py_refuses() -> None:
     from redis.asyncio.connection import Connection
     from redis.exceptions import DataError
 
-    from pairing.autopipeline import _packer
+    from pairing.autopipeline import packer
 
     with pytest.raises(DataError):
-        _packer(Connection().encoder)(("SET", "k", True))
+        packer(Connection().encoder)(("SET", "k", True))
 
 
 async def test_a_demoted_server_makes_the_link_reconnect(own_redis: RedisProcess) -> None:
