@@ -269,7 +269,7 @@ async def test_a_caller_that_joined_a_failed_connect_tries_once_on_its_own(
 
         monkeypatch.setattr(link, "_open", open_failing_first)
         first = asyncio.ensure_future(client.get("k"))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # its attempt is under way
         late = asyncio.ensure_future(client.get("k"))  # joins the doomed attempt
         with pytest.raises(RedisTimeoutError):
             await first  # its own attempt failed: no second try
