@@ -33,6 +33,7 @@ from gateway.protocol import (
     OutputPayload,
     PairPayload,
     RegisterPayload,
+    ResizePayload,
     ServerEvent,
     UnpairReason,
     check_depth,
@@ -126,6 +127,7 @@ class PairingGateway:
             Event.APP_UNPAIR: self.app_unpair,
             Event.APP_STATUS: self.app_status,
             Event.APP_COMMAND: self.app_command,
+            Event.APP_RESIZE: self.app_resize,
         }
         self._background: set[asyncio.Task[None]] = set()
 
@@ -418,5 +420,23 @@ class PairingGateway:
             room_for_runner(status.session.runner_id),
             ServerEvent.TERMINAL_INPUT,
             {"appSessionId": app, "data": payload.data},
+        )
+        return {"success": True}
+
+    async def app_resize(self, conn: Conn, args: tuple[Any, ...]) -> Ack:
+        """The app's window size, to its runner as ``terminal:resize`` (not held for resume:
+        only the newest size matters, and an app sends it again after a reconnect)."""
+        payload = decode_args(args, ResizePayload, fields_required=True)
+        await self._become_app(conn)
+        app = conn.app_session_id
+        status = await self.sessions.get_session_status(app)
+        if status.session is None:
+            raise GatewayError(ErrorCode.NOT_PAIRED, "pair with a runner first")
+        if not status.runner_online:
+            raise GatewayError(ErrorCode.RUNNER_OFFLINE, "the paired runner is offline")
+        await self.fanout.emit(
+            room_for_runner(status.session.runner_id),
+            ServerEvent.TERMINAL_RESIZE,
+            {"appSessionId": app, "cols": payload.cols, "rows": payload.rows},
         )
         return {"success": True}

@@ -44,6 +44,7 @@ class Event(StrEnum):
     APP_UNPAIR = "app:unpair"
     APP_STATUS = "app:status"
     APP_COMMAND = "app:command"
+    APP_RESIZE = "app:resize"
 
 
 class ServerEvent(StrEnum):
@@ -52,6 +53,7 @@ class ServerEvent(StrEnum):
     UNPAIRED = "pairing:unpaired"
     TERMINAL_INPUT = "terminal:input"
     TERMINAL_OUTPUT = "terminal:output"
+    TERMINAL_RESIZE = "terminal:resize"
 
 
 class UnpairReason(StrEnum):
@@ -89,6 +91,17 @@ class EmptyPayload(msgspec.Struct):
 
 class CommandPayload(msgspec.Struct):
     data: Any
+
+
+#: A terminal dimension in character cells: an integer (not a bool, not 80.0), 1..10000.
+TerminalCells = Annotated[int, msgspec.Meta(ge=1, le=10000)]
+
+
+class ResizePayload(msgspec.Struct):
+    """The app's window size, for the runner's pseudo-terminal (TIOCSWINSZ)."""
+
+    cols: TerminalCells
+    rows: TerminalCells
 
 
 class GatewayError(Exception):

@@ -122,6 +122,7 @@ class Client:
         "pairing:unpaired",
         "terminal:input",
         "terminal:output",
+        "terminal:resize",
     )
 
     def __init__(self, **client_kwargs: Any) -> None:

@@ -28,7 +28,14 @@ from tests.gw_helpers import Client, merged, watch_disconnect
 #: Failed pair attempts in the burst must not rate-limit the pairing flow run afterwards.
 CFG = merged(SLOW_HEARTBEAT, {"rate_limit": {"pair_failures": 1000}})
 
-FIELD_EVENTS = ("runner:register", "runner:heartbeat", "runner:output", "app:pair", "app:command")
+FIELD_EVENTS = (
+    "runner:register",
+    "runner:heartbeat",
+    "runner:output",
+    "app:pair",
+    "app:command",
+    "app:resize",
+)
 NO_FIELD_EVENTS = ("app:unpair", "app:status")
 UNKNOWN_EVENT = "no:such:event"
 ALL_EVENTS = (*FIELD_EVENTS, *NO_FIELD_EVENTS, UNKNOWN_EVENT)
@@ -61,6 +68,8 @@ def in_field(event: str, value: Any) -> dict[str, Any]:
         return {"pairingCode": value if not isinstance(value, str) else [value]}
     if event == "app:command":
         return {"dat": value}  # 'data' missing; any value of 'data' would be valid
+    if event == "app:resize":
+        return {"cols": value, "rows": 24}
     return {"padding": value}
 
 
@@ -70,6 +79,7 @@ WRONG_TYPES: dict[str, dict[str, Any]] = {
     "runner:output": {"data": "x", "appSessionId": 123},
     "app:pair": {"pairingCode": 1234},
     "app:command": {"Data": "x"},
+    "app:resize": {"cols": "80", "rows": 24.0},
     "app:unpair": {"unknown": 1},  # no fields: extra ones are ignored
     "app:status": {"unknown": [1, 2]},
     UNKNOWN_EVENT: {"x": 1},
