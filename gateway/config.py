@@ -48,6 +48,9 @@ class SocketIO(msgspec.Struct, forbid_unknown_fields=True):
     ping_timeout_s: PositiveFloat = 20.0
     max_payload_bytes: PositiveInt = 1_000_000
     cors_allowed_origins: str | list[str] = "*"
+    #: permessage-deflate: a zlib compressor and decompressor per connection (see
+    #: docs/configuration.md); off, as in Node's engine.io since v4.
+    websocket_compression: bool = False
 
 
 class History(msgspec.Struct, forbid_unknown_fields=True):

@@ -17,7 +17,9 @@ from collections import deque
 from typing import Any
 
 import engineio
+from aiohttp.web import WebSocketResponse
 from engineio import exceptions, packet
+from engineio.async_drivers import aiohttp as engineio_aiohttp
 from engineio.async_socket import AsyncSocket
 
 
@@ -280,6 +282,26 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             await ws.close()
 
 
+class _WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
+    """engineio's aiohttp websocket, negotiating permessage-deflate only when configured.
+
+    aiohttp's ``WebSocketResponse`` accepts the extension whenever a client offers it (the
+    official clients, browsers and most mobile stacks do): a zlib compressor and
+    decompressor held for the life of every connection, and deflate on every small frame.
+    """
+
+    async def __call__(self, environ: dict[str, Any]) -> WebSocketResponse:
+        request = environ["aiohttp.request"]
+        self._sock = WebSocketResponse(
+            max_msg_size=self.server.max_http_buffer_size,
+            compress=self.server.websocket_compression,
+        )
+        await self._sock.prepare(request)
+        self.environ = environ
+        await self.handler(self)
+        return self._sock
+
+
 class _SocketTable(dict[str, Any]):
     """engineio's sid -> socket dict, handing every new socket the lean class."""
 
@@ -290,12 +312,17 @@ class _SocketTable(dict[str, Any]):
 
 
 class LeanEngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    _async: dict[str, Any]  # the async driver's table of functions and classes
+
+    def __init__(self, *args: Any, websocket_compression: bool = False, **kwargs: Any) -> None:
         # Each LeanSocket times out on its own timer; engineio's monitor task would wake
         # len(sockets) times per ping timeout, each wake a wait_for, to find the same.
         kwargs["monitor_clients"] = False
         super().__init__(*args, **kwargs)
+        self.websocket_compression = websocket_compression
         self.sockets = _SocketTable()
+        # the driver's table is shared by every server of the process: replace, not mutate
+        self._async = {**self._async, "websocket": _WebSocket}
 
     def create_queue(self, *args: Any, **kwargs: Any) -> LeanQueue:
         return LeanQueue()

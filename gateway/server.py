@@ -195,6 +195,7 @@ def build_server(settings: Settings) -> GatewayServer:
         ping_interval=sio_cfg.ping_interval_s,
         ping_timeout=sio_cfg.ping_timeout_s,
         max_http_buffer_size=sio_cfg.max_payload_bytes,
+        websocket_compression=sio_cfg.websocket_compression,
         cors_allowed_origins=sio_cfg.cors_allowed_origins,
         logger=False,
         engineio_logger=False,

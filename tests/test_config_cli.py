@@ -39,6 +39,7 @@ def test_shipped_config_has_every_contract_key_and_defaults() -> None:
         "ping_timeout_s",
         "max_payload_bytes",
         "cors_allowed_origins",
+        "websocket_compression",
     }
 
 
