@@ -21,10 +21,10 @@ from typing import Any
 
 import msgspec
 
-from gateway.subscriber import Subscriber, subscriber_for
 from gateway.tasks import cancel_and_wait
 from pairing import keys
 from pairing.store import Redis
+from pairing.store.subscriber import Subscriber, subscriber_for
 
 log = logging.getLogger("gateway.fanout")
 

@@ -1,4 +1,4 @@
-"""pairing.autopipeline: redis-py's API and failure semantics, one pipelined connection."""
+"""pairing.store.autopipeline: redis-py's API and failure semantics, one pipelined connection."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pairing import connect
-from pairing.autopipeline import AutoPipelineRedis
 from pairing.store import Redis
+from pairing.store.autopipeline import AutoPipelineRedis
 from tests.redis_proc import RedisProcess
 
 
@@ -145,7 +145,7 @@ async def test_close_fails_waiting_calls(redis_url: str) -> None:
 def test_the_packer_writes_what_redis_py_writes(args: tuple[object, ...], encoding: str) -> None:
     from redis.asyncio.connection import Connection
 
-    from pairing.autopipeline import packer
+    from pairing.store.autopipeline import packer
 
     conn = Connection(encoding=encoding)
     assert packer(conn.encoder)(args) == b"".join(conn.pack_command(*args))
@@ -155,7 +155,7 @@ def test_the_packer_refuses_what_redis_py_refuses() -> None:
     from redis.asyncio.connection import Connection
     from redis.exceptions import DataError
 
-    from pairing.autopipeline import packer
+    from pairing.store.autopipeline import packer
 
     with pytest.raises(DataError):
         packer(Connection().encoder)(("SET", "k", True))

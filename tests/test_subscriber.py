@@ -1,4 +1,4 @@
-"""gateway.subscriber: the fan-out's pub/sub connection, on a real server and on memory://."""
+"""pairing.store.subscriber: the fan-out's pub/sub connection, on a real server and on memory://."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.subscriber import PubSubSubscriber, RespSubscriber, Subscriber, subscriber_for
 from pairing.store import Redis
+from pairing.store.subscriber import PubSubSubscriber, RespSubscriber, Subscriber, subscriber_for
 
 
 class Replies:

@@ -5,7 +5,7 @@ CPU per message here (a health check, a retry wrapper and a timeout context per 
 a dict per message), and every message relayed between replicas passes through it.
 ``RespSubscriber`` reads the connection itself and hands each chunk to hiredis; the
 connection is made by the client's pool (TLS, unix sockets, AUTH, Sentinel), as in
-``pairing.autopipeline``. ``PubSubSubscriber`` keeps redis-py's ``PubSub`` for clients
+``pairing.store.autopipeline``. ``PubSubSubscriber`` keeps redis-py's ``PubSub`` for clients
 without a socket of their own (the embedded memory:// store).
 
 Both speak in replies as Redis sends them in RESP2: ``[b"message", channel, data]``,
@@ -23,8 +23,8 @@ import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse
 
-from pairing.autopipeline import AutoPipelineRedis, open_connection, packer
-from pairing.store import Redis
+from pairing.store.autopipeline import AutoPipelineRedis, open_connection, packer
+from pairing.store.client import Redis
 
 
 class Subscriber(ABC):

@@ -18,7 +18,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from pairing.autopipeline import AutoPipelineRedis
+from pairing.store.autopipeline import AutoPipelineRedis
 
 MEMORY_SCHEME = "memory://"
 SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
@@ -61,7 +61,7 @@ def connect(
         "retry_on_error": [RedisConnectionError],
         "health_check_interval": 30,
         # RESP2: replies stay positional with no push frames on a command connection, which
-        # the pipelined link (pairing.autopipeline) matches to callers strictly in order.
+        # the pipelined link (pairing.store.autopipeline) matches to callers strictly in order.
         "protocol": 2,
     }
     if max_connections is not None:
