@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from pairing.store import Redis, connect
+from tests.redis_cluster_proc import RedisClusterProcess
 from tests.redis_proc import RedisProcess
 
 
@@ -159,3 +160,21 @@ def gateway_procs() -> Iterator[Callable[..., Any]]:
         print(f"--- gateway {gw.url} log (tail) ---\n" + "\n".join(gw.log().splitlines()[-30:]))
         if gw.log_path:
             os.unlink(gw.log_path)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterProcess]:
+    """One private 3-master, 3-replica Redis Cluster for the session, shared by tests."""
+    cluster = RedisClusterProcess()
+    cluster.start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[RedisClusterProcess]:
+    """A Redis Cluster for one test alone, whose masters the test may kill."""
+    cluster = RedisClusterProcess()
+    cluster.start()
+    yield cluster
+    cluster.close()

@@ -25,6 +25,8 @@ class RedisProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="redis-test-"))
+    #: More redis-server options, e.g. a cluster node's (tests/redis_cluster_proc.py).
+    extra_args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -49,6 +51,7 @@ class RedisProcess:
                 self.workdir,
                 "--daemonize",
                 "no",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
