@@ -11,11 +11,21 @@ runner back within the heartbeat timeout); a runner whose disconnect the gateway
 that stayed away too long, was unpaired and its apps pair again with the new code.
 
 By default it only echoes what it receives. With ``--exec`` it runs each input as a shell
-command and sends back the output: anyone paired with it can then run commands as this
-user, so use that only with apps you trust.
+command and sends back the output. With ``--pty`` it is a remote terminal: each paired app
+gets a shell (``--shell``, default ``$SHELL``) in a pseudo-terminal of its own; its
+``terminal:input`` bytes are typed into it, ``terminal:resize`` sets its window size, and
+what the pseudo-terminal prints goes back to that app as binary ``runner:output``, in order,
+coalesced (one message per 64 KiB read or per few milliseconds of output, not one per
+read). The shells outlive a reconnect of the runner, so a gateway restart or a network drop
+does not end them. When a shell ends, the app gets one last ``runner:output`` whose data is
+the object ``{"exit": status}`` (the shell's exit status, or 128 + the signal that killed
+it); the next input from that app starts a new shell. ``pairing:app_unpaired`` ends the
+app's shell (SIGHUP). With ``--exec`` or ``--pty`` anyone paired with it can run commands as
+this user, so use them only with apps you trust.
 
     python examples/runner.py --url http://127.0.0.1:8080 --runner-id laptop-1
     python examples/runner.py --url http://127.0.0.1:8080 --runner-id laptop-1 --exec
+    python examples/runner.py --url http://127.0.0.1:8080 --runner-id laptop-1 --pty
 
 Needs python-socketio[asyncio_client] (installed with the gateway). Stop it with Ctrl-C or
 SIGTERM.
@@ -26,11 +36,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
+import fcntl
 import hashlib
 import hmac
+import os
 import random
+import shlex
 import signal
 import socket
+import struct
+import termios
 from typing import Any
 
 import aiohttp
@@ -57,6 +73,210 @@ async def answer(args: argparse.Namespace, data: Any) -> Any:
     return output.decode(errors="replace")
 
 
+#: Largest read from a pseudo-terminal, and most bytes in one runner:output.
+READ_CHUNK = 65536
+MAX_MESSAGE = 256 * 1024
+#: How long output is gathered before it is sent: a burst becomes a few large messages.
+COALESCE_S = 0.003
+#: Output waiting to be sent past which the pty is no longer read (the shell then blocks
+#: on its writes, as on a slow terminal, instead of the runner's memory growing).
+MAX_PENDING = 4 * 1024 * 1024
+
+
+class Link:
+    """The current connection, for tasks that outlive one (the shells' output senders)."""
+
+    def __init__(self) -> None:
+        self.sio: socketio.AsyncClient | None = None
+        self.up = asyncio.Event()
+        self.ack_timeout = 10.0
+
+    def attach(self, sio: socketio.AsyncClient) -> None:
+        self.sio = sio
+        self.up.set()
+
+    def detach(self) -> None:
+        self.sio = None
+        self.up.clear()
+
+    async def call(self, event: str, data: Any) -> Any:
+        """Emit with an ack on the current connection, waiting for one; retried until acked."""
+        while True:
+            await self.up.wait()
+            sio = self.sio
+            assert sio is not None
+            try:
+                return await sio.call(event, data, timeout=self.ack_timeout)
+            except (TimeoutError, socketio.exceptions.SocketIOError):
+                if self.sio is sio:  # the connection is dead: wait for the next one
+                    self.up.clear()
+
+
+class Shell:
+    """One app's shell in a pseudo-terminal, and the sender of what it prints."""
+
+    def __init__(self, app: str, argv: list[str], link: Link, term: str) -> None:
+        self.app = app
+        self.link = link
+        self.pending = bytearray()
+        self.more = asyncio.Event()
+        self.reading = False
+        self.ended = False
+        env = dict(os.environ, TERM=term)
+        pid, fd = os.forkpty()
+        if pid == 0:  # the child: only exec (or exit) here
+            try:
+                os.execvpe(argv[0], argv, env)
+            finally:
+                os._exit(127)
+        self.pid, self.fd = pid, fd
+        os.set_blocking(fd, False)
+        self.loop = asyncio.get_running_loop()
+        self._resume_reading()
+        self.sender = asyncio.create_task(self._send())
+
+    def _resume_reading(self) -> None:
+        if not self.reading and not self.ended:
+            self.loop.add_reader(self.fd, self._readable)
+            self.reading = True
+
+    def _pause_reading(self) -> None:
+        if self.reading:
+            self.loop.remove_reader(self.fd)
+            self.reading = False
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.fd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as exc:  # EIO: every process on the terminal's other side is gone
+            if exc.errno != errno.EIO:
+                raise
+            data = b""
+        if not data:
+            self._pause_reading()
+            self.ended = True
+        else:
+            self.pending += data
+            if len(self.pending) >= MAX_PENDING:
+                self._pause_reading()
+        self.more.set()
+
+    def write(self, data: bytes) -> None:
+        """Keystrokes into the terminal (small: a short blocking write if the buffer is full)."""
+        view = memoryview(data)
+        while view and not self.ended:
+            try:
+                view = view[os.write(self.fd, view) :]
+            except BlockingIOError:
+                os.set_blocking(self.fd, True)
+                try:
+                    view = view[os.write(self.fd, view) :]
+                finally:
+                    os.set_blocking(self.fd, False)
+            except OSError:
+                return
+
+    def resize(self, cols: int, rows: int) -> None:
+        """TIOCSWINSZ; the kernel tells the foreground programs (SIGWINCH)."""
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    async def _send(self) -> None:
+        while True:
+            await self.more.wait()
+            if not self.ended:
+                await asyncio.sleep(COALESCE_S)  # let a burst gather
+            self.more.clear()
+            while self.pending:
+                chunk = bytes(self.pending[:MAX_MESSAGE])
+                del self.pending[:MAX_MESSAGE]
+                self._resume_reading()  # below the limit again
+                await self.link.call("runner:output", {"data": chunk, "appSessionId": self.app})
+            if self.ended:
+                break
+        status = await asyncio.to_thread(self._wait)
+        os.close(self.fd)
+        await self.link.call("runner:output", {"data": {"exit": status}, "appSessionId": self.app})
+
+    def _wait(self) -> int:
+        _, raw = os.waitpid(self.pid, 0)
+        if os.WIFSIGNALED(raw):
+            return 128 + os.WTERMSIG(raw)
+        return os.waitstatus_to_exitcode(raw)
+
+    def hang_up(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(self.pid), signal.SIGHUP)
+
+
+class Terminals:
+    """The shells, one per app, kept across the runner's reconnects."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.argv = shlex.split(args.shell or os.environ.get("SHELL") or "/bin/sh")
+        self.term = args.term
+        self.link = Link()
+        self.link.ack_timeout = args.ack_timeout
+        self.shells: dict[str, Shell] = {}
+        #: Newest seq of terminal:input seen per app (resume: runner:register's lastSeq).
+        self.last_seq: dict[str, int] = {}
+
+    def shell(self, app: str) -> Shell:
+        shell = self.shells.get(app)
+        if shell is None or shell.ended:
+            shell = self.shells[app] = Shell(app, self.argv, self.link, self.term)
+            shell.sender.add_done_callback(lambda _, s=shell: self._gone(s))
+            say(f"shell {shell.pid} started for app {app}")
+        return shell
+
+    def _gone(self, shell: Shell) -> None:
+        if self.shells.get(shell.app) is shell:
+            del self.shells[shell.app]
+        say(f"shell {shell.pid} of app {shell.app} ended")
+
+    def fresh(self, msg: dict[str, Any]) -> bool:
+        """Whether an input is new (a replay after a resume may repeat what came already)."""
+        app, seq = msg.get("appSessionId"), msg.get("seq")
+        if not isinstance(app, str) or not isinstance(seq, int):
+            return True
+        if seq <= self.last_seq.get(app, 0):
+            return False
+        self.last_seq[app] = seq
+        return True
+
+    def on_input(self, msg: dict[str, Any]) -> None:
+        app, data = msg.get("appSessionId"), msg.get("data")
+        if not isinstance(app, str) or not self.fresh(msg):
+            return
+        if isinstance(data, str):
+            data = data.encode()
+        if isinstance(data, bytes):
+            self.shell(app).write(data)
+
+    def on_resize(self, msg: dict[str, Any]) -> None:
+        app, cols, rows = msg.get("appSessionId"), msg.get("cols"), msg.get("rows")
+        if isinstance(app, str) and isinstance(cols, int) and isinstance(rows, int):
+            self.shell(app).resize(cols, rows)
+
+    def on_unpaired(self, app: str) -> None:
+        shell = self.shells.get(app)
+        if shell is not None:
+            shell.hang_up()
+        self.last_seq.pop(app, None)
+
+    async def close(self) -> None:
+        for shell in list(self.shells.values()):
+            shell.hang_up()
+        senders = [s.sender for s in self.shells.values()]
+        for task in senders:
+            task.cancel()
+        for task in senders:
+            with contextlib.suppress(BaseException):
+                await task
+
+
 async def session(args: argparse.Namespace) -> bool:
     """One connection, from connect to disconnect. Returns whether it registered."""
     async with aiohttp.ClientSession() as http:  # closed even when connecting fails
@@ -72,9 +292,19 @@ async def _session(args: argparse.Namespace, sio: socketio.AsyncClient) -> bool:
         say(f"connection lost: {reason}")
         gone.set()
 
+    terminals: Terminals | None = args.terminals
+
     @sio.on("terminal:input")
     async def on_input(msg: dict[str, Any]) -> None:
-        inputs.put_nowait(msg)  # answered in order by the worker below
+        if terminals is not None:
+            terminals.on_input(msg)
+        else:
+            inputs.put_nowait(msg)  # answered in order by the worker below
+
+    @sio.on("terminal:resize")
+    async def on_resize(msg: dict[str, Any]) -> None:
+        if terminals is not None:
+            terminals.on_resize(msg)
 
     @sio.on("pairing:paired")
     async def on_paired(msg: dict[str, Any]) -> None:
@@ -83,6 +313,8 @@ async def _session(args: argparse.Namespace, sio: socketio.AsyncClient) -> bool:
     @sio.on("pairing:app_unpaired")
     async def on_unpaired(msg: dict[str, Any]) -> None:
         say(f"app {msg['appSessionId']} unpaired")
+        if terminals is not None:
+            terminals.on_unpaired(msg["appSessionId"])
 
     async def worker() -> None:
         while True:
@@ -111,7 +343,10 @@ async def _session(args: argparse.Namespace, sio: socketio.AsyncClient) -> bool:
         return False
     tasks: list[asyncio.Task[None]] = []
     try:
-        payload = {"runnerId": args.runner_id}
+        payload: dict[str, Any] = {"runnerId": args.runner_id}
+        if terminals is not None and terminals.last_seq:
+            # Resume: inputs held by the gateway after these come first (once it keeps them).
+            payload["lastSeq"] = dict(terminals.last_seq)
         if args.code:
             payload["pairingCode"] = args.code
         if args.secret:
@@ -122,6 +357,8 @@ async def _session(args: argparse.Namespace, sio: socketio.AsyncClient) -> bool:
             say(f"register refused: {ack.get('error')} {ack.get('message')}")
             return False
         say(f"pairing code: {ack['pairingCode']}  (runner {args.runner_id})")
+        if terminals is not None:
+            terminals.link.attach(sio)
         tasks = [
             asyncio.create_task(worker()),
             asyncio.create_task(heartbeat(ack["heartbeatIntervalMs"] / 1000)),
@@ -139,6 +376,8 @@ async def _session(args: argparse.Namespace, sio: socketio.AsyncClient) -> bool:
         say(f"connection failed: {exc!r}")
         return False
     finally:
+        if terminals is not None:
+            terminals.link.detach()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -149,6 +388,15 @@ async def _session(args: argparse.Namespace, sio: socketio.AsyncClient) -> bool:
 
 
 async def main(args: argparse.Namespace) -> None:
+    args.terminals = Terminals(args) if args.pty else None
+    try:
+        await reconnecting(args)
+    finally:
+        if args.terminals is not None:
+            await args.terminals.close()
+
+
+async def reconnecting(args: argparse.Namespace) -> None:
     delay = args.min_backoff
     while True:
         if await session(args):
@@ -169,6 +417,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--secret", help="the gateway's auth.runner_secret, if it has one")
     parser.add_argument(
         "--exec", action="store_true", help="run inputs as shell commands (trusted apps only)"
+    )
+    parser.add_argument(
+        "--pty", action="store_true", help="a shell per app in a pseudo-terminal (trusted apps)"
+    )
+    parser.add_argument("--shell", help="the shell for --pty, a command line (default: $SHELL)")
+    parser.add_argument(
+        "--term", default=os.environ.get("TERM", "xterm-256color"), help="TERM for --pty shells"
     )
     parser.add_argument("--exec-timeout", type=float, default=30.0, help="seconds per command")
     parser.add_argument("--min-backoff", type=float, default=1.0, help="first retry delay, s")

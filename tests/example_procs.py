@@ -82,6 +82,25 @@ class RunnerProcess:
         assert result is not None
         return result
 
+    async def wait_line(self, pattern: str, after: int = 0, timeout: float = 15) -> int:
+        """The index of the first printed line at >= ``after`` that matches ``pattern``."""
+        regex = re.compile(pattern)
+
+        def found() -> int | None:
+            return next(
+                (i for i in range(after, len(self.lines)) if regex.search(self.lines[i])), None
+            )
+
+        try:
+            async with asyncio.timeout(timeout), self._new_lines:
+                await self._new_lines.wait_for(lambda: found() is not None)
+        except TimeoutError:
+            lines = "\n".join(self.lines)
+            raise AssertionError(f"the runner printed no {pattern!r}:\n{lines}") from None
+        index = found()
+        assert index is not None
+        return index
+
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
