@@ -20,7 +20,7 @@ from gateway.config import Settings
 from gateway.events import GatewayOptions, PairingGateway
 from gateway.fanout import Fanout
 from gateway.metrics import Metrics
-from gateway.protocol import is_app_session_id
+from gateway.protocol import is_app_session_id, is_last_seq
 from gateway.server import GatewayServer, build_server, client_address, parse_networks
 from gateway.sweeper import Sweeper
 from pairing import (
@@ -30,6 +30,7 @@ from pairing import (
     RateLimitService,
     RunnerRegistry,
 )
+from pairing.relay import RelayService
 from pairing.store import Redis, connect, is_memory_url
 
 log = logging.getLogger("gateway")
@@ -51,8 +52,11 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
     sio = build_server(settings)
     sio.attach(app, socketio_path="socket.io")
 
-    async def local_emit(sid: str, event: str, data: Any) -> None:
+    async def send(sid: str, event: str, data: Any) -> None:
         await sio.emit(event, data, to=sid)
+
+    async def local_emit(sid: str, event: str, data: Any) -> None:
+        await gateway.deliver(sid, event, data)  # resume floors, then send
 
     async def local_disconnect(sid: str) -> None:
         await sio.disconnect(sid)
@@ -83,7 +87,16 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
             window_s=settings.rate_limit.window_s,
         ),
         history=PairingHistoryService(store, max_len=settings.history.max_len),
+        relay=RelayService(
+            store,
+            max_messages=settings.resume.max_messages,
+            max_bytes=settings.resume.max_bytes,
+            ttl_s=settings.resume.ttl_s,
+            seq_ttl_s=settings.resume.seq_ttl_s,
+            heartbeat_timeout_s=hb.timeout_s,
+        ),
         fanout=fanout,
+        send=send,
         metrics=metrics,
         options=GatewayOptions(
             heartbeat_interval_s=hb.interval_s,
@@ -102,6 +115,8 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
         store_timeout_s=settings.store_timeout_s,
     )
     _wire_socket_events(sio, gateway, parse_networks(settings.trusted_proxies))
+    sio.after_connect = gateway.after_connect
+    sio.eio.on_slow_reader = metrics.slow_reader_cuts.inc
 
     app[SETTINGS] = settings
     app[STORE] = store
@@ -121,7 +136,7 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
 def _wire_socket_events(sio: GatewayServer, gateway: PairingGateway, trusted: list[Any]) -> None:
     @sio.on("connect")  # type: ignore[untyped-decorator]
     async def on_connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        app_session_id = None
+        app_session_id = last_seq = None
         if auth is not None:
             if not isinstance(auth, dict):
                 raise socketio.exceptions.ConnectionRefusedError(
@@ -133,7 +148,14 @@ def _wire_socket_events(sio: GatewayServer, gateway: PairingGateway, trusted: li
                     "auth.appSessionId must be 16-128 chars of A-Z a-z 0-9 _ -",
                     {"error": "INVALID_PAYLOAD"},
                 )
-        await gateway.connected(sid, client_address(environ, trusted), app_session_id)
+            last_seq = auth.get("lastSeq")
+            if last_seq is not None and not is_last_seq(last_seq):
+                raise socketio.exceptions.ConnectionRefusedError(
+                    "auth.lastSeq must be a non-negative integer", {"error": "INVALID_PAYLOAD"}
+                )
+        await gateway.connected(
+            sid, client_address(environ, trusted), app_session_id, last_seq=last_seq
+        )
         sio.slim_environ(sid)
 
     @sio.on("disconnect")  # type: ignore[untyped-decorator]
@@ -159,7 +181,13 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         )
     try:
         async with asyncio.timeout(settings.store_timeout_s):
-            for service in (gateway.sessions, gateway.runners, gateway.codes, gateway.rate_limit):
+            for service in (
+                gateway.sessions,
+                gateway.runners,
+                gateway.codes,
+                gateway.rate_limit,
+                gateway.relay,
+            ):
                 await service.load_scripts()
     except Exception as exc:  # loaded on first use instead (redis-py reloads on NOSCRIPT)
         log.warning("could not preload Lua scripts", extra={"error": repr(exc)})

@@ -51,6 +51,18 @@ class SocketIO(msgspec.Struct, forbid_unknown_fields=True):
     #: permessage-deflate: a zlib compressor and decompressor per connection (see
     #: docs/configuration.md); off, as in Node's engine.io since v4.
     websocket_compression: bool = False
+    #: Outgoing data allowed to wait for one connection; past it its transport is cut.
+    max_buffered_bytes: PositiveInt = 4_194_304
+
+
+class Resume(msgspec.Struct, forbid_unknown_fields=True):
+    """The hold of relayed messages per appSessionId and direction (0 messages: no hold)."""
+
+    max_messages: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    max_bytes: PositiveInt = 1_048_576
+    ttl_s: PositiveFloat = 120.0
+    #: How long a quiet stream keeps its seq counter (at least ttl_s).
+    seq_ttl_s: PositiveFloat = 604_800.0
 
 
 class History(msgspec.Struct, forbid_unknown_fields=True):
@@ -69,6 +81,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     socketio: SocketIO = msgspec.field(default_factory=SocketIO)
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
     history: History = msgspec.field(default_factory=History)
+    resume: Resume = msgspec.field(default_factory=Resume)
     log_format: Literal["json", "plain", "auto"] = "auto"
     # -- additions to the contract's keys --
     #: Longest a client waits for an ack while the store does not answer (then UNAVAILABLE).

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import msgspec
 from redis.exceptions import RedisError
 
-from gateway.fanout import Fanout, room_for_app, room_for_runner
+from gateway.fanout import Fanout, LocalEmit, room_for_app, room_for_runner
 from gateway.metrics import Metrics
 from gateway.protocol import (
     CommandPayload,
@@ -52,11 +53,20 @@ from pairing import (
     RunnerRegistry,
     StaleRunner,
 )
+from pairing.relay import IN, OUT, Held, InputStatus, Recipient, RelayService
 
 log = logging.getLogger("gateway.events")
 
 Ack = dict[str, Any]
 STORE_ERRORS = (RedisError, OSError, TimeoutError)
+
+#: Relayed events: they carry a seq and pass the receiving connection's resume floors.
+_SEQ_EVENTS = frozenset({ServerEvent.TERMINAL_OUTPUT.value, ServerEvent.TERMINAL_INPUT.value})
+#: Tries of a relay whose expected recipients were out of date (pairings changing under it).
+_RELAY_ATTEMPTS = 5
+#: A held message: msgpack of the message without its seq (keeps binary data binary).
+_encode_held = msgspec.msgpack.Encoder().encode
+_decode_held = msgspec.msgpack.Decoder().decode
 
 
 class Role(Enum):
@@ -79,6 +89,16 @@ class Conn:
     presented: bool = False
     #: The one room this socket is in: app:{id} or runner:{id} (None before its role).
     room: str | None = None
+    #: Resume: the highest seq delivered per stream (the app's output: key ""; a runner's
+    #: input: key appSessionId). A seq at or below it is not delivered again.
+    floors: dict[str, int] | None = None
+    #: While held messages are replayed, live ones wait here (then go through the floors).
+    held_back: list[tuple[str, Any]] | None = None
+    #: The app's lastSeq from auth, until its replay ran.
+    resume_from: int | None = None
+    #: What the last relay found: an app's runner, a runner's paired apps (None: unknown).
+    peer_runner: str | None = None
+    peer_apps: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +122,9 @@ class PairingGateway:
         codes: PairingCodeService,
         rate_limit: RateLimitService,
         history: PairingHistoryService,
+        relay: RelayService,
         fanout: Fanout,
+        send: LocalEmit,
         metrics: Metrics,
         options: GatewayOptions,
         replica_id: str,
@@ -112,7 +134,10 @@ class PairingGateway:
         self.codes = codes
         self.rate_limit = rate_limit
         self.history = history
+        self.relay = relay
         self.fanout = fanout
+        #: Emits to one local socket (python-socketio); ``deliver`` is the way in.
+        self.send = send
         self.metrics = metrics
         self.options = options
         self.replica_id = replica_id
@@ -130,6 +155,8 @@ class PairingGateway:
             Event.APP_RESIZE: self.app_resize,
         }
         self._background: set[asyncio.Task[None]] = set()
+        #: sid -> confirmation of its room's subscription, for an app resuming at connect.
+        self._resume_waits: dict[str, asyncio.Future[None] | None] = {}
 
     # -- dispatch -------------------------------------------------------------------------
 
@@ -166,8 +193,14 @@ class PairingGateway:
 
     # -- connection lifecycle -------------------------------------------------------------
 
-    async def connected(self, sid: str, address: str, app_session_id: str | None) -> None:
-        """Register a new socket; an app presenting its id takes over older sockets of it."""
+    async def connected(
+        self, sid: str, address: str, app_session_id: str | None, last_seq: int | None = None
+    ) -> None:
+        """Register a new socket; an app presenting its id takes over older sockets of it.
+
+        With ``last_seq`` the app resumes: live output waits (``held_back``) until
+        ``after_connect`` has replayed what the hold has after it.
+        """
         presented = app_session_id is not None
         conn = Conn(
             sid=sid,
@@ -177,6 +210,9 @@ class PairingGateway:
             presented=presented,
         )
         self.conns[sid] = conn
+        if presented and last_seq is not None:
+            conn.resume_from = last_seq
+            conn.held_back = []
         if presented:
             try:
                 async with asyncio.timeout(self.options.store_timeout_s):
@@ -186,7 +222,111 @@ class PairingGateway:
                 self.metrics.redis_errors.labels("connect").inc()
                 log.warning("could not announce app connection", extra={"error": repr(exc)})
 
+    async def after_connect(self, sid: str) -> None:
+        """The client has its CONNECT: replay held output to a resuming app, off the read loop."""
+        conn = self.conns.get(sid)
+        waiter = self._resume_waits.pop(sid, None)
+        if conn is None or conn.resume_from is None:
+            return
+        task = asyncio.create_task(self._resume_app(conn, conn.resume_from, waiter))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _resume_app(
+        self, conn: Conn, after: int, waiter: asyncio.Future[None] | None
+    ) -> None:
+        conn.resume_from = None
+        try:
+            async with asyncio.timeout(self.options.store_timeout_s):
+                if waiter is not None:
+                    await waiter  # published output reaches us from here on
+                held = await self.relay.held(conn.app_session_id, OUT, after)
+            if held is not None:  # (None only when a pairing is asked for)
+                await self._replay(conn, "", ServerEvent.TERMINAL_OUTPUT, after, held)
+        except STORE_ERRORS as exc:
+            self.metrics.redis_errors.labels("resume").inc()
+            log.warning("could not replay held output", extra={"error": repr(exc)})
+            self._set_floor(conn, "", after)
+        except Exception:
+            log.exception("replay failed")
+            self._set_floor(conn, "", after)
+        finally:
+            await self._release_held_back(conn)
+
+    async def _replay(
+        self, conn: Conn, stream: str, event: ServerEvent, after: int, held: Held
+    ) -> None:
+        """Send a stream's held messages after ``after``, a gap first if some are gone."""
+        if held.last_seq <= after:
+            # Nothing newer (or the counter started over below the client's lastSeq).
+            self._set_floor(conn, stream, min(after, held.last_seq))
+            return
+        first = max(held.first_seq, after + 1) if held.messages else held.last_seq + 1
+        if first > after + 1:
+            await self._gap(conn, stream, after + 1, first - 1)
+        for i, blob in enumerate(held.messages):
+            data = _decode_held(blob)
+            data["seq"] = first + i
+            await self.send(conn.sid, event.value, data)
+        self.metrics.resumed.labels(event.value).inc(len(held.messages))
+        self._set_floor(conn, stream, held.last_seq)
+
+    async def _gap(self, conn: Conn, stream: str, first: int, last: int) -> None:
+        """Tell the client which seqs it will never get (the hold no longer had them)."""
+        gap: dict[str, Any] = {"fromSeq": first, "toSeq": last, "missed": last - first + 1}
+        if stream:
+            gap = {"appSessionId": stream, **gap}
+        self.metrics.resume_gaps.inc()
+        await self.send(conn.sid, ServerEvent.TERMINAL_GAP.value, gap)
+
+    @staticmethod
+    def _set_floor(conn: Conn, stream: str, seq: int) -> None:
+        if conn.floors is None:
+            conn.floors = {}
+        conn.floors[stream] = seq
+
+    async def _release_held_back(self, conn: Conn) -> None:
+        """Live messages that arrived during a replay, in order, minus what it covered."""
+        held_back = conn.held_back
+        while held_back:
+            event, data = held_back.pop(0)
+            if await self._pass_floor(conn, event, data):
+                await self.send(conn.sid, event, data)
+        conn.held_back = None
+
+    async def deliver(self, sid: str, event: str, data: Any) -> None:
+        """Every emit to a local socket; relayed messages pass its resume floors."""
+        conn = self.conns.get(sid)
+        if conn is not None and event in _SEQ_EVENTS and isinstance(data, dict) and "seq" in data:
+            if conn.held_back is not None:
+                conn.held_back.append((event, data))
+                return
+            if not await self._pass_floor(conn, event, data):
+                return
+        await self.send(sid, event, data)
+
+    async def _pass_floor(self, conn: Conn, event: str, data: dict[str, Any]) -> bool:
+        """False for a seq this connection has had; reports a jump as a gap."""
+        seq = data["seq"]
+        stream = ""
+        if event == ServerEvent.TERMINAL_INPUT.value:
+            stream = data.get("appSessionId", "")
+        floors = conn.floors
+        if floors is None:
+            floors = conn.floors = {}
+        floor = floors.get(stream)
+        if floor is not None and seq == 1 and conn.held_back is None:
+            floor = None  # a stream starting over (the store lost its data): no duplicate
+        if floor is not None:
+            if seq <= floor:
+                return False
+            if seq > floor + 1:
+                await self._gap(conn, stream, floor + 1, seq - 1)
+        floors[stream] = seq
+        return True
+
     async def disconnected(self, sid: str) -> None:
+        self._resume_waits.pop(sid, None)
         conn = self.conns.pop(sid, None)
         if conn is None:
             return
@@ -252,7 +392,9 @@ class PairingGateway:
         self.metrics.connected_apps.inc()
         room = room_for_app(conn.app_session_id)
         conn.room = room
-        await self.fanout.join(conn.sid, room)
+        waiter = await self.fanout.join(conn.sid, room, confirm=conn.resume_from is not None)
+        if conn.resume_from is not None:
+            self._resume_waits[conn.sid] = waiter
         if conn.presented:  # a server-assigned id has no older sockets to evict
             await self.fanout.evict(room, conn.sid)
 
@@ -273,16 +415,30 @@ class PairingGateway:
         if conn.runner_id is not None and conn.runner_id != runner_id:
             await self.fanout.leave(conn.sid, room_for_runner(conn.runner_id))
             await self._release_runner(conn.runner_id, conn.conn_id)
-        previous_owner = await self.runners.claim(runner_id, conn.conn_id)
-        if conn.role is not Role.RUNNER:
-            conn.role = Role.RUNNER
-            self.metrics.connected_runners.inc()
-        conn.runner_id = runner_id
-        room = room_for_runner(runner_id)
-        conn.room = room
-        await self.fanout.join(conn.sid, room)
-        if previous_owner is not None and previous_owner != conn.conn_id:
-            await self.fanout.evict(room, conn.sid)
+            conn.peer_apps = None
+        resume = payload.last_seq or {}
+        if resume and conn.held_back is None:
+            conn.held_back = []  # live input waits until the held input is replayed
+        try:
+            previous_owner = await self.runners.claim(runner_id, conn.conn_id)
+            if conn.role is not Role.RUNNER:
+                conn.role = Role.RUNNER
+                self.metrics.connected_runners.inc()
+            conn.runner_id = runner_id
+            room = room_for_runner(runner_id)
+            conn.room = room
+            waiter = await self.fanout.join(conn.sid, room, confirm=bool(resume))
+            if previous_owner is not None and previous_owner != conn.conn_id:
+                await self.fanout.evict(room, conn.sid)
+            if waiter is not None:
+                await waiter  # input published for this runner reaches us from here on
+            for app, after in resume.items():
+                held = await self.relay.held(app, IN, after, paired_with=runner_id)
+                if held is not None:
+                    await self._replay(conn, app, ServerEvent.TERMINAL_INPUT, after, held)
+        finally:
+            if resume:
+                await self._release_held_back(conn)
         return {
             "success": True,
             "runnerId": runner_id,
@@ -320,13 +476,39 @@ class PairingGateway:
         payload = decode_args(args, OutputPayload, fields_required=True)
         check_depth(payload.data)
         runner_id = self._registered_runner(conn)
-        apps = await self.sessions.get_apps_by_runner_id(runner_id)
-        if payload.app_session_id is not None:
-            apps = [a for a in apps if a == payload.app_session_id]
         message = {"runnerId": runner_id, "data": payload.data}
-        for app in apps:
-            await self.fanout.emit(room_for_app(app), ServerEvent.TERMINAL_OUTPUT, message)
-        return {"success": True, "delivered": len(apps)}
+        blob = _held_blob(message)
+        event = ServerEvent.TERMINAL_OUTPUT.value
+        target = payload.app_session_id
+        known = conn.peer_apps
+        if target is not None:
+            apps = [] if known is not None and target not in known else [target]
+        else:
+            apps = known or []
+        for _ in range(_RELAY_ATTEMPTS):
+            recipients = [self._recipient(a, room_for_app(a), event) for a in apps]
+            result = await self.relay.output(runner_id, target, recipients, blob)
+            if result.seqs is not None:
+                break
+            apps = result.members  # pairings changed since this replica last looked
+            if target is None:
+                conn.peer_apps = apps
+        else:
+            raise GatewayError(ErrorCode.UNAVAILABLE, "pairings kept changing; retry")
+        for recipient, seq in zip(recipients, result.seqs, strict=True):
+            if recipient.channel is None:
+                self.fanout.delivered_locally += 1
+                room = room_for_app(recipient.app_session_id)
+                await self.fanout.deliver_here(room, event, {**message, "seq": seq})
+            else:
+                self.fanout.published += 1
+        return {"success": True, "delivered": len(recipients)}
+
+    def _recipient(self, app: str, room: str, event: str) -> Recipient:
+        """Delivered here if the room is here, else published by the relay script."""
+        if self.fanout.is_local(room):
+            return Recipient(app, None, b"")
+        return Recipient(app, self.fanout.channel(room), self.fanout.envelope_prefix(room, event))
 
     # -- app events ---------------------------------------------------------------------------
 
@@ -377,12 +559,14 @@ class PairingGateway:
         )
         await self.history.record(HistoryEvent.PAIRED, app_session_id=app, runner_id=runner_id)
         self.metrics.pairings.labels("paired").inc()
+        conn.peer_runner = runner_id
         return {"success": True, "runnerId": runner_id, "appSessionId": app}
 
     async def app_unpair(self, conn: Conn, args: tuple[Any, ...]) -> Ack:
         decode_args(args, EmptyPayload, fields_required=False)
         await self._become_app(conn)
         app = conn.app_session_id
+        conn.peer_runner = None
         previous = await self.sessions.unpair(app)
         if previous is not None:
             await self.fanout.emit(
@@ -411,17 +595,32 @@ class PairingGateway:
         check_depth(payload.data)
         await self._become_app(conn)
         app = conn.app_session_id
-        status = await self.sessions.get_session_status(app)
-        if status.session is None:
-            raise GatewayError(ErrorCode.NOT_PAIRED, "pair with a runner first")
-        if not status.runner_online:
-            raise GatewayError(ErrorCode.RUNNER_OFFLINE, "the paired runner is offline")
-        await self.fanout.emit(
-            room_for_runner(status.session.runner_id),
-            ServerEvent.TERMINAL_INPUT,
-            {"appSessionId": app, "data": payload.data},
-        )
-        return {"success": True}
+        message = {"appSessionId": app, "data": payload.data}
+        blob = _held_blob(message)
+        event = ServerEvent.TERMINAL_INPUT.value
+        runner = conn.peer_runner
+        for _ in range(_RELAY_ATTEMPTS):
+            room = room_for_runner(runner) if runner is not None else ""
+            recipient = self._recipient(app, room, event) if runner is not None else None
+            channel = None if recipient is None else recipient.channel
+            prefix = b"" if recipient is None else recipient.prefix
+            result = await self.relay.input(app, runner, channel, prefix, blob)
+            status = result.status
+            if status is InputStatus.NOT_PAIRED:
+                conn.peer_runner = None
+                raise GatewayError(ErrorCode.NOT_PAIRED, "pair with a runner first")
+            if status is InputStatus.RUNNER_OFFLINE:
+                raise GatewayError(ErrorCode.RUNNER_OFFLINE, "the paired runner is offline")
+            if status is InputStatus.OTHER_RUNNER:
+                runner = conn.peer_runner = result.runner_id
+                continue
+            if channel is None:
+                self.fanout.delivered_locally += 1
+                await self.fanout.deliver_here(room, event, {**message, "seq": result.seq})
+            else:
+                self.fanout.published += 1
+            return {"success": True}
+        raise GatewayError(ErrorCode.UNAVAILABLE, "the pairing kept changing; retry")
 
     async def app_resize(self, conn: Conn, args: tuple[Any, ...]) -> Ack:
         """The app's window size, to its runner as ``terminal:resize`` (not held for resume:
@@ -440,3 +639,10 @@ class PairingGateway:
             {"appSessionId": app, "cols": payload.cols, "rows": payload.rows},
         )
         return {"success": True}
+
+
+def _held_blob(message: dict[str, Any]) -> bytes:
+    try:
+        return _encode_held(message)
+    except (OverflowError, TypeError, ValueError, msgspec.EncodeError):
+        raise GatewayError(ErrorCode.INVALID_PAYLOAD, "data cannot be relayed") from None

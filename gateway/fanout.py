@@ -41,10 +41,14 @@ class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
     event: str = ""
     data: Any = None
     keep: str = ""
+    #: A relayed terminal message's seq, added to ``data`` on delivery (0: none).
+    seq: int = 0
 
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Envelope).decode
+#: msgpack array header of an Envelope with every field present (kind ... seq).
+_FULL_ENVELOPE = bytes([0x90 | len(Envelope.__struct_fields__)])
 
 _PING_EVERY_S = 5.0
 _PONG_DEADLINE_S = 10.0
@@ -83,6 +87,8 @@ class Fanout:
         self._sub: Subscriber | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        #: channel -> futures waiting for Redis to confirm our subscription to it.
+        self._sub_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self.published = 0
         self.delivered_locally = 0
 
@@ -97,16 +103,28 @@ class Fanout:
             return set()
         return {held} if isinstance(held, str) else set(held)
 
-    async def join(self, sid: str, room: str) -> None:
+    async def join(
+        self, sid: str, room: str, *, confirm: bool = False
+    ) -> asyncio.Future[None] | None:
+        """Add ``sid`` to ``room``. With ``confirm``, returns a future that is done once Redis
+        confirmed the room's subscription (None when already subscribed or not possible):
+        from then on, whatever is published to the room reaches this replica."""
         held = self.members.get(room)
         if held is None:
             self.members[room] = sid
-            await self._subscribe(keys.room_channel(room))
+            channel = keys.room_channel(room)
+            waiter = None
+            if confirm and self._sub is not None:
+                waiter = asyncio.get_running_loop().create_future()
+                self._sub_waiters.setdefault(channel.encode(), []).append(waiter)
+            await self._subscribe(channel)
+            return waiter
         elif isinstance(held, str):
             if held != sid:
                 self.members[room] = {held, sid}
         else:
             held.add(sid)
+        return None
 
     async def leave(self, sid: str, room: str) -> None:
         held = self.members.get(room)
@@ -136,6 +154,25 @@ class Fanout:
         await self.redis.publish(keys.room_channel(room), _encode(envelope))
         self.published += 1
 
+    def channel(self, room: str) -> str:
+        return keys.room_channel(room)
+
+    def envelope_prefix(self, room: str, event: str) -> bytes:
+        """An emit Envelope up to its ``data``: a script appends data, keep ('') and seq."""
+        return b"".join(
+            (
+                _FULL_ENVELOPE,
+                _encode("emit"),
+                _encode(room),
+                _encode(self.replica_id),
+                _encode(event),
+            )
+        )
+
+    async def deliver_here(self, room: str, event: str, data: Any) -> None:
+        """Deliver to the room's sockets on this replica (nothing if it has none now)."""
+        await self._emit_here(room, event, data)
+
     async def _emit_here(self, room: str, event: str, data: Any) -> None:
         held = self.members.get(room)
         if isinstance(held, str):
@@ -157,11 +194,14 @@ class Fanout:
         except msgspec.DecodeError:
             log.warning("dropped an undecodable fan-out message")
             return
-        if envelope.origin == self.replica_id:
-            return  # our own evict, already applied locally
         if envelope.kind == "emit":
+            # Also our own: an emit is published only for a room that was elsewhere when it
+            # was sent, and that has come here since.
+            data = envelope.data
+            if envelope.seq and isinstance(data, dict):
+                data["seq"] = envelope.seq
             try:
-                await self._emit_here(envelope.room, envelope.event, envelope.data)
+                await self._emit_here(envelope.room, envelope.event, data)
             except Exception as exc:
                 # One message that cannot be sent (e.g. data nested too deeply for
                 # python-socketio to encode) must not take down the listener, and with it
@@ -170,9 +210,24 @@ class Fanout:
                     "dropped a fan-out message that could not be delivered",
                     extra={"room": envelope.room, "error": repr(exc)[:200]},
                 )
-        elif envelope.kind == "evict":
+        elif envelope.kind == "evict" and envelope.origin != self.replica_id:
+            # (our own evict was applied locally)
             for sid in self.local_members(envelope.room) - {envelope.keep}:
                 await self._local_disconnect(sid)
+
+    def _confirm(self, channel: Any) -> None:
+        name = channel.encode() if isinstance(channel, str) else bytes(channel)
+        for waiter in self._sub_waiters.pop(name, []):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _drop_waiters(self) -> None:
+        """The connection is gone: nobody's subscription will be confirmed on it."""
+        waiters, self._sub_waiters = self._sub_waiters, {}
+        for futures in waiters.values():
+            for waiter in futures:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     # -- the listener -------------------------------------------------------------------
 
@@ -246,6 +301,7 @@ class Fanout:
             finally:
                 self._connected.clear()
                 self._sub = None
+                self._drop_waiters()
                 with contextlib.suppress(Exception):
                     await sub.aclose()
 
@@ -274,6 +330,8 @@ class Fanout:
                         await self._handle(reply[2])
                     elif kind in {b"pong", b"subscribe", b"unsubscribe"}:
                         last_pong = loop.time()
+                        if kind == b"subscribe" and self._sub_waiters:
+                            self._confirm(reply[1])
         finally:
             if timer is not None:
                 timer.cancel()

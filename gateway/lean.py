@@ -120,6 +120,37 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     closed: bool
     _timer: asyncio.TimerHandle | None = None
     _ws: Any = None
+    #: Bytes of outgoing packets not yet written to the transport (queued or in a batch).
+    _out_bytes: int = 0
+
+    async def send(self, pkt: Any) -> None:
+        """engineio's send, counting what waits; a reader too slow for it is cut off."""
+        await super().send(pkt)
+        self._out_bytes += _size(pkt)
+        limit = self.server.max_buffered_bytes
+        if self._out_bytes > limit and not (self.closing or self.closed):
+            on_cut = self.server.on_slow_reader
+            if on_cut is not None:
+                on_cut()
+            task = asyncio.ensure_future(self._cut())
+            _expiring.add(task)
+            task.add_done_callback(_expiring.discard)
+
+    async def _cut(self) -> None:
+        """As a network failure: abort the transport, end the socket (its client reconnects)."""
+        self._abort_transport()
+        await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+        if self.server.sockets.get(self.sid) is self:
+            del self.server.sockets[self.sid]
+
+    def _abort_transport(self) -> None:
+        request = getattr(self._ws, "environ", {}).get("aiohttp.request")
+        transport = getattr(request, "transport", None)
+        if transport is not None:
+            transport.abort()
+
+    def _written(self, packets: list[Any]) -> None:
+        self._out_bytes -= sum(_size(p) for p in packets)
 
     async def poll(self) -> list[Any]:
         """Packets for a long-polling GET: engineio's poll without ``wait_for``."""
@@ -129,7 +160,9 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             self.queue.task_done()
         except (TimeoutError, asyncio.CancelledError):
             raise exceptions.QueueEmpty() from None
-        return self._batch(first)
+        packets = self._batch(first)
+        self._written(packets)
+        return packets
 
     async def _next_packets(self) -> list[Any]:
         """Packets for the websocket writer: waits until there are some (or the close)."""
@@ -276,6 +309,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             try:
                 for pkt in packets:
                     await ws.send(pkt.encode())
+                    self._out_bytes -= _size(pkt)
             except (Exception, asyncio.CancelledError):
                 break
         with contextlib.suppress(Exception):
@@ -302,6 +336,12 @@ class _WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
         return self._sock
 
 
+def _size(pkt: Any) -> int:
+    """What a packet weighs in the outgoing queue (its payload; a few bytes of framing)."""
+    data = pkt.data
+    return len(data) + 8 if isinstance(data, str | bytes) else 16
+
+
 class _SocketTable(dict[str, Any]):
     """engineio's sid -> socket dict, handing every new socket the lean class."""
 
@@ -313,6 +353,10 @@ class _SocketTable(dict[str, Any]):
 
 class LeanEngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
     _async: dict[str, Any]  # the async driver's table of functions and classes
+    #: Outgoing bytes allowed to wait for one connection (socketio.max_buffered_bytes).
+    max_buffered_bytes: int = 4_194_304
+    #: Called when a connection is cut for exceeding it (a metric).
+    on_slow_reader: Any = None
 
     def __init__(self, *args: Any, websocket_compression: bool = False, **kwargs: Any) -> None:
         # Each LeanSocket times out on its own timer; engineio's monitor task would wake

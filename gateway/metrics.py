@@ -55,6 +55,22 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        self.resumed = Counter(
+            "gateway_resumed_messages_total",
+            "Held messages replayed to a client that resumed with lastSeq",
+            ["event"],
+            registry=r,
+        )
+        self.resume_gaps = Counter(
+            "gateway_resume_gaps_total",
+            "terminal:gap events sent: seqs a client asked for that the hold no longer had",
+            registry=r,
+        )
+        self.slow_reader_cuts = Counter(
+            "gateway_slow_reader_cuts_total",
+            "Connections whose transport was cut for having too much output waiting",
+            registry=r,
+        )
         self._event_children: dict[tuple[str, str], Any] = {}
         self._latency_children: dict[str, Any] = {}
 

@@ -15,6 +15,11 @@ PAIRING_CODE_PATTERN = r"^[A-Za-z0-9\-]{4,32}\Z"
 RunnerId = Annotated[str, msgspec.Meta(pattern=RUNNER_ID_PATTERN)]
 AppSessionId = Annotated[str, msgspec.Meta(pattern=APP_SESSION_ID_PATTERN)]
 ProposedCode = Annotated[str, msgspec.Meta(pattern=PAIRING_CODE_PATTERN)]
+#: A seq a client says it has: 0 (nothing yet) or more, below 2**63.
+LAST_SEQ_MAX = 2**63 - 1
+Seq = Annotated[int, msgspec.Meta(ge=0, le=LAST_SEQ_MAX)]
+#: Most apps one runner:register may resume (each costs a Redis round trip).
+MAX_RESUMED_APPS = 256
 
 T = TypeVar("T")
 
@@ -54,6 +59,7 @@ class ServerEvent(StrEnum):
     TERMINAL_INPUT = "terminal:input"
     TERMINAL_OUTPUT = "terminal:output"
     TERMINAL_RESIZE = "terminal:resize"
+    TERMINAL_GAP = "terminal:gap"
 
 
 class UnpairReason(StrEnum):
@@ -68,6 +74,10 @@ class RegisterPayload(msgspec.Struct, rename="camel"):
     runner_id: RunnerId
     pairing_code: ProposedCode | None = None
     token: str | None = None
+    #: Resume: appSessionId -> the last terminal:input seq the runner has of that app.
+    last_seq: (
+        Annotated[dict[AppSessionId, Seq], msgspec.Meta(max_length=MAX_RESUMED_APPS)] | None
+    ) = None
 
 
 class HeartbeatPayload(msgspec.Struct, rename="camel"):
@@ -119,6 +129,11 @@ def error_ack(code: ErrorCode, message: str) -> dict[str, Any]:
 
 def is_app_session_id(value: object) -> bool:
     return isinstance(value, str) and _APP_SESSION_ID_RE.match(value) is not None
+
+
+def is_last_seq(value: object) -> bool:
+    """A non-negative integer (not a bool, not a float), as ``auth.lastSeq`` must be."""
+    return type(value) is int and 0 <= value <= LAST_SEQ_MAX
 
 
 def is_code_shaped(value: str) -> bool:

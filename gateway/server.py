@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import re
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import socketio
@@ -52,6 +52,8 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._inboxes: dict[str, _Inbox] = {}
+        #: Called with the sid once a connection's CONNECT has been sent (resume replays).
+        self.after_connect: Callable[[str], Awaitable[None]] | None = None
 
     def _engineio_server_class(self) -> type[LeanEngineIOServer]:
         return LeanEngineIOServer
@@ -69,6 +71,14 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
             request = environ.get("aiohttp.request")
             environ.clear()
             environ["aiohttp.request"] = request
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        await super()._handle_connect(eio_sid, namespace, data)
+        hook = self.after_connect
+        if hook is not None:
+            sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+            if sid is not None and self.manager.is_connected(sid, namespace or "/"):
+                await hook(sid)
 
     async def _handle_event(
         self, eio_sid: str, namespace: str | None, id: int | None, data: Any
@@ -186,7 +196,7 @@ def build_server(settings: Settings) -> GatewayServer:
     # commands in a burst over polling lost all of them. Bound the count by the byte
     # limit instead (a packet takes at least 2 bytes), as websocket frames already are.
     Payload.max_decode_packets = max(Payload.max_decode_packets, sio_cfg.max_payload_bytes // 2)
-    return GatewayServer(
+    server = GatewayServer(
         async_mode="aiohttp",
         json=MsgspecJSON,
         # Handlers run inline in each connection's own drain task (GatewayServer._drain):
@@ -200,6 +210,8 @@ def build_server(settings: Settings) -> GatewayServer:
         logger=False,
         engineio_logger=False,
     )
+    server.eio.max_buffered_bytes = sio_cfg.max_buffered_bytes
+    return server
 
 
 def parse_networks(entries: Sequence[str]) -> list[Network]:

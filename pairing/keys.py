@@ -54,3 +54,32 @@ def rate_limit(scope: str, subject: str) -> str:
 
 def room_channel(room: str) -> str:
     return ROOM_CHANNEL_PREFIX + room
+
+
+#: Resume: per appSessionId and direction ("out": terminal:output to the app, "in":
+#: terminal:input to its runner) a seq counter, the hold (a list of the newest messages) and
+#: the hold's size in bytes. The ``{appSessionId}`` hash tag puts all of one app's keys, and
+#: its session key in the cluster layout, in one Redis Cluster slot.
+RESUME_PREFIX = "resume:"
+DIRECTIONS = ("out", "in")
+
+
+def resume_seq(app_session_id: str, direction: str) -> str:
+    return f"{RESUME_PREFIX}{{{app_session_id}}}:{direction}:seq"
+
+
+def resume_hold(app_session_id: str, direction: str) -> str:
+    return f"{RESUME_PREFIX}{{{app_session_id}}}:{direction}:hold"
+
+
+def resume_bytes(app_session_id: str, direction: str) -> str:
+    return f"{RESUME_PREFIX}{{{app_session_id}}}:{direction}:bytes"
+
+
+def resume_keys(app_session_id: str, direction: str) -> list[str]:
+    """Seq counter, hold and hold size of one app and direction, in the scripts' order."""
+    return [
+        resume_seq(app_session_id, direction),
+        resume_hold(app_session_id, direction),
+        resume_bytes(app_session_id, direction),
+    ]

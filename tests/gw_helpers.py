@@ -114,7 +114,12 @@ class GatewayProcess:
 
 
 class Client:
-    """A python-socketio client that records every server event in per-event queues."""
+    """A python-socketio client that records every server event in per-event queues.
+
+    Relayed events (``terminal:input``, ``terminal:output``) carry a ``seq``: ``queues`` gets
+    them without it (tests about delivery and order compare data), ``raw`` as they came
+    (tests about seq and resume), and a payload without an integer seq fails the test.
+    """
 
     EVENTS = (
         "pairing:paired",
@@ -123,17 +128,28 @@ class Client:
         "terminal:input",
         "terminal:output",
         "terminal:resize",
+        "terminal:gap",
     )
+    SEQ_EVENTS = ("terminal:input", "terminal:output")
 
     def __init__(self, **client_kwargs: Any) -> None:
         self.sio = socketio.AsyncClient(**client_kwargs)
         self.queues: dict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
+        self.raw: dict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
+        self.missing_seq: list[Any] = []
         for name in self.EVENTS:
             self.sio.on(name, self._recorder(name))
 
     def _recorder(self, name: str) -> Any:
         async def record(*args: Any) -> None:
-            self.queues[name].put_nowait(args[0] if len(args) == 1 else args)
+            payload = args[0] if len(args) == 1 else args
+            if name in self.SEQ_EVENTS:
+                self.raw[name].put_nowait(payload)
+                if isinstance(payload, dict) and type(payload.get("seq")) is int:
+                    payload = {k: v for k, v in payload.items() if k != "seq"}
+                else:
+                    self.missing_seq.append(payload)
+            self.queues[name].put_nowait(payload)
 
         return record
 
@@ -166,6 +182,7 @@ class Client:
         return self.queues[event].qsize()
 
     async def close(self) -> None:
+        assert not self.missing_seq, f"relayed without an integer seq: {self.missing_seq[:3]}"
         if self.sio.connected:
             await self.sio.disconnect()
         await self.sio.shutdown()

@@ -123,9 +123,14 @@ def check_scenario(
     assert steps["runner_paired"]["data"] == {"appSessionId": app_id}
 
     assert steps["command"]["ack"] == {"success": True}
-    assert steps["runner_input"]["data"] == {"appSessionId": app_id, "data": "uname -a"}
+    # seq: per appSessionId and direction, 1, 2, 3, ... across re-pairing and reconnects.
+    assert steps["runner_input"]["data"] == {"appSessionId": app_id, "data": "uname -a", "seq": 1}
     assert steps["output"]["ack"] == {"success": True, "delivered": 1}
-    assert steps["app_output"]["data"] == {"runnerId": runner_id, "data": "ran: uname -a"}
+    assert steps["app_output"]["data"] == {
+        "runnerId": runner_id,
+        "data": "ran: uname -a",
+        "seq": 1,
+    }
 
     burst = steps["burst"]
     assert burst["inputs"] == burst["sent"], "terminal:input out of order or lost"
@@ -157,8 +162,13 @@ def check_scenario(
         "runnerOnline": True,
     }
     assert steps["resumed_command"]["ack"] == {"success": True}
-    assert steps["resumed_input"]["data"] == {"appSessionId": app_id, "data": "whoami"}
-    assert steps["resumed_output"]["data"] == {"runnerId": runner_id, "data": "ran: whoami"}
+    seq = 2 + len(burst["sent"])  # after "uname -a" and the burst
+    assert steps["resumed_input"]["data"] == {"appSessionId": app_id, "data": "whoami", "seq": seq}
+    assert steps["resumed_output"]["data"] == {
+        "runnerId": runner_id,
+        "data": "ran: whoami",
+        "seq": seq,
+    }
 
     assert steps["heartbeats"]["errors"] == []
     assert steps["unpaired"]["data"] == {"runnerId": runner_id, "reason": "RUNNER_DISCONNECTED"}

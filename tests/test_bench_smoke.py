@@ -58,7 +58,7 @@ async def test_lean_client_relays_with_auth_and_event_handlers(gateway: GatewayP
             assert paired["appSessionId"] == "bench-smoke-app-0001"
             assert await app.call("app:command", {"data": "ls"}) == {"success": True}
             out = await asyncio.wait_for(got.get(), 10)
-            assert out == {"runnerId": "bench-smoke-2", "data": "ls"}
+            assert out == {"runnerId": "bench-smoke-2", "data": "ls", "seq": 1}
         finally:
             await app.close()
             await runner.close()

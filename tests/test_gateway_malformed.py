@@ -275,7 +275,11 @@ async def test_deeply_nested_payloads(start_gateway, clients, raw_open) -> None:
         assert_error(await raw_runner.ack(ack_id), "INVALID_PAYLOAD")
     await raw_runner.send('424["runner:output",{"data":"still here"}]')
     assert await raw_runner.ack(4) == {"success": True, "delivered": 1}
-    assert await raw.event("terminal:output") == {"runnerId": "r-deep2", "data": "still here"}
+    assert await raw.event("terminal:output") == {
+        "runnerId": "r-deep2",
+        "data": "still here",
+        "seq": 1,
+    }
     assert runner.pending("terminal:input") == 0
     await normal_flow(gw.url, "after-deep")
 
@@ -404,7 +408,11 @@ async def test_raw_socketio_frames(start_gateway, raw_open) -> None:
             "data": b"\xffbytes",
         }
         assert (await runner.call("runner:output", {"data": "to raw"}))["delivered"] == 1
-        assert await raw.event("terminal:output") == {"runnerId": "r-raw", "data": "to raw"}
+        assert await raw.event("terminal:output") == {
+            "runnerId": "r-raw",
+            "data": "to raw",
+            "seq": 1,
+        }
     finally:
         await runner.close()
     assert not raw.closed

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gateway.app import STORE
 from pairing import (
     PairingCodeService,
     PairingHistoryService,
@@ -21,7 +22,10 @@ from pairing import (
     RateLimitService,
     RunnerRegistry,
 )
+from pairing.relay import IN, OUT, Recipient, RelayService
 from pairing.store import Redis, connect
+from tests.cluster_helpers import pair
+from tests.gw_helpers import Client
 from tests.pairing_helpers import CommandMonitor, MonitoredCommand
 from tests.redis_proc import RedisProcess
 
@@ -36,9 +40,10 @@ class Services:
     codes: PairingCodeService
     limits: RateLimitService
     history: PairingHistoryService
+    relay: RelayService
 
     async def load_scripts(self) -> None:
-        for svc in (self.sessions, self.runners, self.codes, self.limits):
+        for svc in (self.sessions, self.runners, self.codes, self.limits, self.relay):
             await svc.load_scripts()
 
 
@@ -51,6 +56,7 @@ async def services(redis: Redis) -> Services:
         PairingCodeService(redis),
         RateLimitService(redis),
         PairingHistoryService(redis),
+        RelayService(redis),
     )
     await s.load_scripts()
     return s
@@ -83,6 +89,22 @@ async def _stale_runner(s: Services) -> None:
     await _paired(s)
     await s.client.set("runner:heartbeat:r1", "1", px=60_000)
     await s.client.zadd("runner:last_seen", {"r1": 1})
+
+
+async def _held(s: Services) -> None:
+    await _paired(s)
+    for i in range(5):
+        await _output(s)
+        await s.relay.input("a1", "r1", None, b"", b"in%d" % i)
+
+
+def _output(s: Services, apps: tuple[str, ...] = ("a1", "a2")) -> Awaitable[Any]:
+    """One output to a1 (delivered by the caller) and a2 (published by the script)."""
+    recipients = [
+        Recipient(app, None if i == 0 else f"gateway:room:app:{app}", b"\x97")
+        for i, app in enumerate(apps)
+    ]
+    return s.relay.output("r1", None, recipients, b"blob")
 
 
 # (label, setup, call): the label is the row of the table in docs/round-trips.md.
@@ -158,6 +180,19 @@ CASES: list[tuple[str, Setup, Call]] = [
         lambda s: s.history.record("paired", app_session_id="a1", runner_id="r1"),
     ),
     ("PairingHistoryService.recent", _paired, lambda s: s.history.recent(10)),
+    ("RelayService.output (2 apps, 1 published)", _paired, _output),
+    ("RelayService.output (apps out of date)", _paired, lambda s: _output(s, ("a1",))),
+    (
+        "RelayService.input (published)",
+        _paired,
+        lambda s: s.relay.input("a1", "r1", "gateway:room:runner:r1", b"\x97", b"blob"),
+    ),
+    ("RelayService.held", _held, lambda s: s.relay.held("a1", OUT, 2)),
+    (
+        "RelayService.held (runner resume)",
+        _held,
+        lambda s: s.relay.held("a1", IN, 2, paired_with="r1"),
+    ),
     (
         "PairingHistoryService.recent (filtered)",
         _paired,
@@ -224,6 +259,44 @@ async def test_the_measured_calls_did_their_work(
     assert result.runner_id == "r1"
     result, _ = await measure(monitor, s, _paired, lambda s: s.runners.release("r1", "c1"))
     assert result == ["a1", "a2"]
+    result, _ = await measure(monitor, s, _paired, _output)
+    assert result.seqs == [1, 1]
+    result, _ = await measure(monitor, s, _paired, lambda s: _output(s, ("a1",)))
+    assert result.seqs is None and result.members == ["a1", "a2"]
+    result, _ = await measure(
+        monitor, s, _paired, lambda s: s.relay.input("a1", "r1", "c", b"\x97", b"blob")
+    )
+    assert result.seq == 1
+    result, _ = await measure(monitor, s, _held, lambda s: s.relay.held("a1", OUT, 2))
+    assert (result.last_seq, result.first_seq, len(result.messages)) == (5, 1, 3)
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+async def test_a_relayed_message_is_one_round_trip(
+    replicas: int, start_gateway: Callable[..., Any], monitor: CommandMonitor
+) -> None:
+    """runner:output and app:command with the hold on: one EVALSHA each (on one replica,
+    delivered here; on two, published by the script), once the replica knows the pairing."""
+    quiet = {"sweep_interval_s": 60}  # no sweeper commands in the window
+    gw_a = await start_gateway(quiet)
+    gw_b = gw_a if replicas == 1 else await start_gateway(quiet)
+    runner, app = Client(reconnection=False), Client(reconnection=False)
+    try:
+        await runner.connect(gw_a.url)
+        await app.connect(gw_b.url, auth={"appSessionId": "round-trip-app-0123456789"})
+        await pair(app, runner, "r-rt")
+        store = gw_a.app[STORE]
+        for call in (
+            lambda: runner.call("runner:output", {"data": "x"}),
+            lambda: app.call("app:command", {"data": "y"}),
+        ):
+            await call()  # the first learns where the peer is
+            _, commands = await monitor.commands(store, call)
+            assert [c.name for c in commands if c.name != "PING"] == ["EVALSHA"], commands
+        assert await app.next("terminal:output") == {"runnerId": "r-rt", "data": "x"}
+    finally:
+        await runner.close()
+        await app.close()
 
 
 async def test_noscript_is_recovered_by_reloading(

@@ -1,0 +1,298 @@
+"""RelayService: seq numbers and the resume hold of relayed terminal traffic.
+
+Every ``terminal:output`` to an app and ``terminal:input`` to a runner gets a seq, per
+appSessionId and direction, from a counter in Redis (so it survives reconnects, replicas and
+re-pairing), and the newest messages of each stream are held (``resume.max_messages`` within
+``resume.max_bytes``, kept ``resume.ttl_s`` after the last one) so that a client that lost its
+connection can ask for what it missed. One script per relayed message checks the pairing,
+takes the seq, appends to the hold and trims it, and publishes to the recipient's replica
+when the recipient is elsewhere: one Redis round trip, as relaying without a hold was.
+
+The caller says which recipients it expects (what it learnt the previous time) and which of
+them it will deliver itself; the script relays only when that expectation is still true, and
+otherwise answers with the truth so the caller can try again. That keeps the decision "publish
+or deliver here" atomic with the pairing it depends on.
+
+Held messages are opaque bytes to this module (the gateway stores msgpack of the message
+without its seq: the seq of an entry is implied by its position).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+from pairing import keys
+from pairing.scripts import NOW_MS, Script, as_str, preload
+from pairing.store import Redis
+
+OUT = "out"  # terminal:output, runner -> app
+IN = "in"  # terminal:input, app -> runner
+
+#: Lua: msgpack encoding of a non-negative integer, and one message appended to a stream:
+#: seq INCR, hold append and trim by count and bytes, TTLs. Returns the message's seq.
+_RELAY_FUNCTIONS = """
+local function pack_uint(n)
+  if n < 128 then return string.char(n) end
+  if n < 65536 then return string.char(0xcd, math.floor(n / 256), n % 256) end
+  if n < 4294967296 then
+    return string.char(0xce, math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
+      math.floor(n / 256) % 256, n % 256)
+  end
+  local hi, lo = math.floor(n / 4294967296), n % 4294967296
+  return string.char(0xcf, math.floor(hi / 16777216) % 256, math.floor(hi / 65536) % 256,
+    math.floor(hi / 256) % 256, hi % 256, math.floor(lo / 16777216) % 256,
+    math.floor(lo / 65536) % 256, math.floor(lo / 256) % 256, lo % 256)
+end
+
+local function relay(seq_key, hold_key, bytes_key, blob, max_msgs, max_bytes, ttl, seq_ttl)
+  local seq = redis.call('INCR', seq_key)
+  redis.call('PEXPIRE', seq_key, seq_ttl)
+  if max_msgs > 0 then
+    if seq == 1 then redis.call('DEL', hold_key) end
+    local len = redis.call('RPUSH', hold_key, blob)
+    local bytes = #blob
+    if len > 1 then bytes = bytes + (tonumber(redis.call('GET', bytes_key)) or 0) end
+    while len > max_msgs or (len > 0 and bytes > max_bytes) do
+      local old = redis.call('LPOP', hold_key)
+      bytes = bytes - #old
+      len = len - 1
+    end
+    if len > 0 then
+      redis.call('PEXPIRE', hold_key, ttl)
+      redis.call('SET', bytes_key, bytes, 'PX', ttl)
+    else
+      redis.call('DEL', bytes_key)
+    end
+  end
+  return seq
+end
+"""
+
+#: runner:output. KEYS[1]: the runner's app set; then seq, hold, bytes keys of each expected
+#: app. ARGV: target app ('' = all), number expected, held blob, max messages, max bytes,
+#: hold ttl ms, seq ttl ms, then per expected app: app, publish ('1'/'0'), channel, prefix.
+#: Returns {1, seq...} (in expected order) or {0, actual app...} when the expectation is wrong.
+_OUTPUT = (
+    _RELAY_FUNCTIONS
+    + """
+local target = ARGV[1]
+local members
+if target ~= '' then
+  if redis.call('SISMEMBER', KEYS[1], target) == 1 then members = {target} else members = {} end
+else
+  members = redis.call('SMEMBERS', KEYS[1])
+end
+local n = tonumber(ARGV[2])
+local same = n == #members
+if same then
+  local want = {}
+  for i = 1, n do want[ARGV[8 + 4 * (i - 1)]] = true end
+  for _, m in ipairs(members) do
+    if not want[m] then same = false break end
+  end
+end
+if not same then
+  local out = {0}
+  for _, m in ipairs(members) do out[#out + 1] = m end
+  return out
+end
+local blob = ARGV[3]
+local max_msgs, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
+local ttl, seq_ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
+local out = {1}
+for i = 1, n do
+  local a, k = 8 + 4 * (i - 1), 2 + 3 * (i - 1)
+  local seq = relay(KEYS[k], KEYS[k + 1], KEYS[k + 2], blob, max_msgs, max_bytes, ttl, seq_ttl)
+  if ARGV[a + 1] == '1' then
+    redis.call('PUBLISH', ARGV[a + 2], ARGV[a + 3] .. blob .. '\\160' .. pack_uint(seq))
+  end
+  out[#out + 1] = seq
+end
+return out
+"""
+)
+
+#: app:command. KEYS: the app's session, then its "in" seq, hold, bytes. ARGV: heartbeat
+#: timeout ms, heartbeat prefix, expected runner, publish ('1'/'0'), channel, prefix, blob,
+#: max messages, max bytes, hold ttl ms, seq ttl ms.
+#: Returns {0} not paired, {1} runner offline, {2, runner} other runner than expected,
+#: {3, seq} relayed.
+_INPUT = (
+    NOW_MS
+    + _RELAY_FUNCTIONS
+    + """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {0} end
+local ok, decoded = pcall(cjson.decode, raw)
+if not ok or type(decoded) ~= 'table' or type(decoded['runnerId']) ~= 'string' then
+  return {0}
+end
+local runner = decoded['runnerId']
+local hb = tonumber(redis.call('GET', ARGV[2] .. runner))
+if not hb or now - hb > tonumber(ARGV[1]) then return {1} end
+if runner ~= ARGV[3] then return {2, runner} end
+local blob = ARGV[7]
+local seq = relay(KEYS[2], KEYS[3], KEYS[4], blob, tonumber(ARGV[8]), tonumber(ARGV[9]),
+  tonumber(ARGV[10]), tonumber(ARGV[11]))
+if ARGV[4] == '1' then
+  redis.call('PUBLISH', ARGV[5], ARGV[6] .. blob .. '\\160' .. pack_uint(seq))
+end
+return {3, seq}
+"""
+)
+
+#: Held messages after a seq. KEYS: seq, hold, and (runner resume) the app's session.
+#: ARGV: after, runner that must be paired ('' = no check).
+#: Returns {-1} when not paired with that runner, else {seq, first held seq, {blob...}}.
+_READ = """
+if ARGV[2] ~= '' then
+  local raw = redis.call('GET', KEYS[3])
+  if not raw then return {-1} end
+  local ok, decoded = pcall(cjson.decode, raw)
+  if not ok or type(decoded) ~= 'table' or decoded['runnerId'] ~= ARGV[2] then return {-1} end
+end
+local seq = tonumber(redis.call('GET', KEYS[1])) or 0
+local len = redis.call('LLEN', KEYS[2])
+local first = seq - len + 1
+local after = tonumber(ARGV[1])
+if after >= seq then return {seq, first, {}} end
+local start = after + 1 - first
+if start < 0 then start = 0 end
+return {seq, first, redis.call('LRANGE', KEYS[2], start, -1)}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One stream a message goes into; ``channel`` None: the caller delivers it itself."""
+
+    app_session_id: str
+    channel: str | None
+    #: What the script puts before the held blob and the seq when it publishes.
+    prefix: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutputResult:
+    #: Seqs in the recipients' order; None when the recipients were not the paired apps.
+    seqs: list[int] | None
+    #: The apps actually addressed (set only when ``seqs`` is None).
+    members: list[str]
+
+
+class InputStatus(IntEnum):
+    NOT_PAIRED = 0
+    RUNNER_OFFLINE = 1
+    OTHER_RUNNER = 2
+    RELAYED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class InputResult:
+    status: InputStatus
+    runner_id: str | None = None
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What a stream holds after a seq: the messages, and what it no longer has."""
+
+    #: The stream's newest seq (0: nothing was ever relayed, or it expired).
+    last_seq: int
+    #: Seq of ``messages[0]`` (when there are messages).
+    first_seq: int
+    messages: list[bytes]
+
+
+class RelayService:
+    """Seq counters and holds per appSessionId and direction; one round trip per call."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        max_messages: int = 1000,
+        max_bytes: int = 1_048_576,
+        ttl_s: float = 120.0,
+        seq_ttl_s: float = 604_800.0,
+        heartbeat_timeout_s: float = 30.0,
+    ) -> None:
+        self.redis = redis
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.ttl_ms = int(ttl_s * 1000)
+        # The counter outlives the hold: a stream that went quiet continues its numbering.
+        self.seq_ttl_ms = max(int(seq_ttl_s * 1000), self.ttl_ms)
+        self.heartbeat_timeout_ms = int(heartbeat_timeout_s * 1000)
+        self._limits = [self.max_messages, self.max_bytes, self.ttl_ms, self.seq_ttl_ms]
+        self._output = Script(redis, _OUTPUT)
+        self._input = Script(redis, _INPUT)
+        self._read = Script(redis, _READ)
+
+    async def load_scripts(self) -> None:
+        await preload(self.redis, self._output, self._input, self._read)
+
+    async def output(
+        self, runner_id: str, target: str | None, recipients: Sequence[Recipient], blob: bytes
+    ) -> OutputResult:
+        """Relay one runner:output to ``recipients`` if they are exactly the paired apps
+        (or, with ``target``, the target if it is paired)."""
+        keys_: list[str] = [keys.runner_apps(runner_id)]
+        args: list[str | bytes | int] = [
+            target or "",
+            len(recipients),
+            blob,
+            *self._limits,
+        ]
+        for r in recipients:
+            keys_ += keys.resume_keys(r.app_session_id, OUT)
+            args += [r.app_session_id, "0" if r.channel is None else "1", r.channel or "", r.prefix]
+        reply = await self._output(keys_, args)
+        if int(reply[0]) == 1:
+            return OutputResult([int(s) for s in reply[1:]], [])
+        return OutputResult(None, sorted(as_str(m) for m in reply[1:]))
+
+    async def input(
+        self,
+        app_session_id: str,
+        expected_runner: str | None,
+        channel: str | None,
+        prefix: bytes,
+        blob: bytes,
+    ) -> InputResult:
+        """Relay one app:command if the app is paired with ``expected_runner``, online."""
+        reply = await self._input(
+            [keys.session(app_session_id), *keys.resume_keys(app_session_id, IN)],
+            [
+                self.heartbeat_timeout_ms,
+                keys.HEARTBEAT_PREFIX,
+                expected_runner or "",
+                "0" if channel is None else "1",
+                channel or "",
+                prefix,
+                blob,
+                *self._limits,
+            ],
+        )
+        status = InputStatus(int(reply[0]))
+        if status is InputStatus.OTHER_RUNNER:
+            return InputResult(status, as_str(reply[1]))
+        if status is InputStatus.RELAYED:
+            return InputResult(status, expected_runner, int(reply[1]))
+        return InputResult(status)
+
+    async def held(
+        self, app_session_id: str, direction: str, after: int, *, paired_with: str | None = None
+    ) -> Held | None:
+        """Held messages of a stream with seq > ``after``; None when ``paired_with`` is given
+        and the app is not paired with that runner."""
+        reply = await self._read(
+            [*keys.resume_keys(app_session_id, direction)[:2], keys.session(app_session_id)],
+            [after, paired_with or ""],
+        )
+        if int(reply[0]) == -1:
+            return None
+        return Held(int(reply[0]), int(reply[1]), [bytes(m) for m in reply[2]])
