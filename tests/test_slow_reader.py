@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pairing.store import Redis, connect
-from tests.cluster_helpers import get_status, pair, register
+from tests.cluster_helpers import get_status, pair
 from tests.freeze_proxy import FreezingProxy
 from tests.gw_helpers import GatewayProcess, emit_unacked, watch_disconnect
 from tests.redis_proc import RedisProcess
@@ -45,7 +45,7 @@ def rss(pid: int) -> int:
 
 
 async def metric(gw: GatewayProcess, name: str) -> float:
-    status, body = await get_status(gw.url + "/metrics")
+    _, body = await get_status(gw.url + "/metrics")
     for line in body["raw"].splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
