@@ -40,7 +40,9 @@ def test_shipped_config_has_every_contract_key_and_defaults() -> None:
         "max_payload_bytes",
         "cors_allowed_origins",
         "websocket_compression",
+        "max_buffered_bytes",
     }
+    assert set(raw["resume"]) == {"max_messages", "max_bytes", "ttl_s", "seq_ttl_s"}
 
 
 def test_env_overrides_file_and_flags_override_env(tmp_path: Path) -> None:

@@ -62,6 +62,8 @@ async def test_a_cancelled_get_leaves_no_getter_and_loses_nothing() -> None:
 class _Server:
     ping_interval = 0.05
     ping_timeout = 0.05
+    max_buffered_bytes = 4_194_304
+    on_slow_reader = None
 
 
 def _socket() -> LeanSocket:
