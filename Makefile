@@ -5,10 +5,19 @@ ARGS ?=
 
 .PHONY: install test lint run bench clean
 
-$(STAMP): pyproject.toml
+# Every install goes through uv.lock (exact versions and hashes, all platforms): uv, pinned here,
+# is bootstrapped into the venv with pip, then syncs the venv to the lock without re-resolving.
+# After editing pyproject.toml's dependencies: $(VENV)/bin/uv lock, and commit uv.lock.
+UV_VERSION := 0.13.9
+UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv
+SYNC := $(UV) sync --frozen --inexact --quiet
+
+$(VENV)/bin/uv:
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q "uv==$(UV_VERSION)"
+
+$(STAMP): pyproject.toml uv.lock $(VENV)/bin/uv
+	$(SYNC) --extra dev
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,8 +39,8 @@ run: $(STAMP)
 # make bench BENCH_ARGS="--quick"   (python -m bench --help lists the options)
 BENCH_ARGS ?=
 BENCH_STAMP := $(VENV)/.bench-installed
-$(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install -q -e ".[dev,bench]"
+$(BENCH_STAMP): $(STAMP) pyproject.toml uv.lock
+	$(SYNC) --extra dev --extra bench
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

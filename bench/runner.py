@@ -247,7 +247,10 @@ def write_docs(
     try:
         report.render_chart(cfg, measurements, png)
     except ImportError:
-        print("bench: matplotlib is missing (pip install -e '.[bench]'); no chart", file=sys.stderr)
+        print(
+            "bench: matplotlib is missing (make bench installs it from uv.lock); no chart",
+            file=sys.stderr,
+        )
     print(f"bench: wrote {md.relative_to(ROOT)} and {png.relative_to(ROOT)}")
 
 
@@ -276,7 +279,7 @@ def write_reports_from(latest: Path) -> int:
 def run_profile(bench: Bench) -> int:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
-        raise SystemExit("py-spy not found: pip install py-spy (or -e '.[bench]')")
+        raise SystemExit("py-spy not found: make bench installs it from uv.lock")
     written = profile(bench, DOCS, py_spy)
     lines: list[str] = []
     for name, raw in written.items():
