@@ -187,6 +187,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
                 gateway.codes,
                 gateway.rate_limit,
                 gateway.relay,
+                gateway.pairing,
+                gateway.history,
             ):
                 await service.load_scripts()
     except Exception as exc:  # loaded on first use instead (redis-py reloads on NOSCRIPT)

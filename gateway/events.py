@@ -43,13 +43,15 @@ from gateway.protocol import (
     is_code_shaped,
 )
 from pairing import (
+    AppPairingService,
     CodeTakenError,
     HistoryEvent,
+    NewEntry,
     PairingCodeService,
     PairingHistoryService,
     PairingSessionService,
+    PairStatus,
     RateLimitService,
-    RedeemStatus,
     RunnerRegistry,
     StaleRunner,
 )
@@ -135,6 +137,9 @@ class PairingGateway:
         self.rate_limit = rate_limit
         self.history = history
         self.relay = relay
+        self.pairing = AppPairingService(
+            codes.redis, codes=codes, rate_limit=rate_limit, history=history
+        )
         self.fanout = fanout
         #: Emits to one local socket (python-socketio); ``deliver`` is the way in.
         self.send = send
@@ -375,13 +380,18 @@ class PairingGateway:
             if reason is UnpairReason.RUNNER_DISCONNECTED
             else HistoryEvent.RUNNER_OFFLINE
         )
-        for app in apps:
+        for _ in apps:
             self.metrics.pairings.labels(kind.value).inc()
-            await self.history.record(
+        # One round trip for all; last, the runner's own entry: whoever reads it finds every
+        # unpairing it caused already there.
+        entries = [
+            NewEntry(
                 HistoryEvent.UNPAIRED, app_session_id=app, runner_id=runner_id, reason=reason.value
             )
-        # Last: whoever reads the runner's entry finds every unpairing it caused already there.
-        await self.history.record(kind, runner_id=runner_id, reason=reason.value)
+            for app in apps
+        ]
+        entries.append(NewEntry(kind, runner_id=runner_id, reason=reason.value))
+        await self.history.record_many(entries)
 
     async def _become_app(self, conn: Conn) -> None:
         if conn.role is Role.APP:
@@ -516,48 +526,30 @@ class PairingGateway:
         payload = decode_args(args, PairPayload, fields_required=True)
         await self._become_app(conn)
         app = conn.app_session_id
-        subjects = (
-            self.rate_limit.key("pair:addr", conn.address),
-            self.rate_limit.key("pair:app", app),
+        code = payload.pairing_code
+        # limit check, redemption, failure count and history: one script, one round trip
+        result = await self.pairing.pair(
+            code, app, address=conn.address, code_shaped=is_code_shaped(code)
         )
-        if await self.rate_limit.is_limited(*subjects):
+        status = result.status
+        if status is PairStatus.RATE_LIMITED:
             raise GatewayError(
                 ErrorCode.RATE_LIMITED, "too many failed pairing attempts; try again later"
             )
-        code = payload.pairing_code
-        if is_code_shaped(code):
-            result = await self.codes.redeem(code, app)
-            status = result.status
-        else:
-            result, status = None, RedeemStatus.INVALID_CODE
-        if status is RedeemStatus.INVALID_CODE:
-            await self.rate_limit.hit(*subjects)
-            await self.history.record(
-                HistoryEvent.PAIR_FAILED, app_session_id=app, reason=ErrorCode.INVALID_CODE
-            )
+        if status is PairStatus.INVALID_CODE:
             raise GatewayError(ErrorCode.INVALID_CODE, "unknown, expired or already used code")
-        assert result is not None and result.runner_id is not None
-        runner_id = result.runner_id
-        if status is RedeemStatus.RUNNER_OFFLINE:
-            await self.history.record(
-                HistoryEvent.PAIR_FAILED,
-                app_session_id=app,
-                runner_id=runner_id,
-                reason=ErrorCode.RUNNER_OFFLINE,
-            )
+        if status is PairStatus.RUNNER_OFFLINE:
             raise GatewayError(ErrorCode.RUNNER_OFFLINE, "the runner is offline")
+        runner_id = result.runner_id
+        assert runner_id is not None
         previous = result.previous_runner_id
         if previous is not None and previous != runner_id:
             await self.fanout.emit(
                 room_for_runner(previous), ServerEvent.APP_UNPAIRED, {"appSessionId": app}
             )
-            await self.history.record(
-                HistoryEvent.UNPAIRED, app_session_id=app, runner_id=previous, reason="REPAIRED"
-            )
         await self.fanout.emit(
             room_for_runner(runner_id), ServerEvent.PAIRED, {"appSessionId": app}
         )
-        await self.history.record(HistoryEvent.PAIRED, app_session_id=app, runner_id=runner_id)
         self.metrics.pairings.labels("paired").inc()
         conn.peer_runner = runner_id
         return {"success": True, "runnerId": runner_id, "appSessionId": app}
@@ -567,13 +559,10 @@ class PairingGateway:
         await self._become_app(conn)
         app = conn.app_session_id
         conn.peer_runner = None
-        previous = await self.sessions.unpair(app)
+        previous = await self.pairing.unpair(app)  # history entry included
         if previous is not None:
             await self.fanout.emit(
                 room_for_runner(previous), ServerEvent.APP_UNPAIRED, {"appSessionId": app}
-            )
-            await self.history.record(
-                HistoryEvent.UNPAIRED, app_session_id=app, runner_id=previous, reason="APP_UNPAIR"
             )
             self.metrics.pairings.labels("unpaired").inc()
         return {"success": True}

@@ -4,6 +4,7 @@ Nothing here knows about Socket.IO: each service takes its Redis client as a con
 argument and does one round trip per operation.
 """
 
+from pairing.app_pairing import AppPairingService, PairOutcome, PairStatus
 from pairing.codes import (
     CODE_ALPHABET,
     CodeTakenError,
@@ -12,7 +13,7 @@ from pairing.codes import (
     RedeemStatus,
     RegisteredCode,
 )
-from pairing.history import HistoryEntry, HistoryEvent, PairingHistoryService
+from pairing.history import HistoryEntry, HistoryEvent, NewEntry, PairingHistoryService
 from pairing.models import PairingSession
 from pairing.ratelimit import RateLimitService
 from pairing.runners import RunnerRegistry, StaleRunner
@@ -21,9 +22,13 @@ from pairing.store import connect
 
 __all__ = [
     "CODE_ALPHABET",
+    "AppPairingService",
     "CodeTakenError",
     "HistoryEntry",
     "HistoryEvent",
+    "NewEntry",
+    "PairOutcome",
+    "PairStatus",
     "PairingCodeService",
     "PairingHistoryService",
     "PairingSession",

@@ -12,7 +12,7 @@ from enum import StrEnum
 import msgspec
 
 from pairing import keys
-from pairing.scripts import as_str
+from pairing.scripts import Script, as_str, preload
 from pairing.store import Redis
 
 
@@ -22,6 +22,60 @@ class HistoryEvent(StrEnum):
     RUNNER_DISCONNECTED = "runner_disconnected"
     RUNNER_OFFLINE = "runner_offline"
     PAIR_FAILED = "pair_failed"
+
+
+#: Lua: ``record(field, value, ...)`` appends one entry to ``history_key``, trimmed to about
+#: ``history_max`` entries like ``XADD MAXLEN ~``. Scripts that change pairings record in the
+#: same call (one round trip, and no pairing change without its entry).
+RECORD_LUA = """
+local function record(...)
+  redis.call('XADD', history_key, 'MAXLEN', '~', history_max, '*', ...)
+end
+"""
+
+#: KEYS: stream. ARGV: max len, then per entry its field count n and n fields/values.
+_RECORD_MANY = (
+    """
+local history_key, history_max = KEYS[1], ARGV[1]
+local unpack = unpack or table.unpack
+"""
+    + RECORD_LUA
+    + """
+local i = 2
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  record(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return (#ARGV - 1)
+"""
+)
+
+
+class NewEntry(msgspec.Struct, frozen=True):
+    """An entry to record (the stream gives it its id and time)."""
+
+    event: HistoryEvent
+    app_session_id: str | None = None
+    runner_id: str | None = None
+    reason: str | None = None
+
+
+def entry_fields(
+    event: HistoryEvent | str,
+    app_session_id: str | None = None,
+    runner_id: str | None = None,
+    reason: str | None = None,
+) -> dict[str, str]:
+    """The stream fields of one entry, in the order every writer uses."""
+    fields: dict[str, str] = {"event": HistoryEvent(event).value}
+    if app_session_id is not None:
+        fields["appSessionId"] = app_session_id
+    if runner_id is not None:
+        fields["runnerId"] = runner_id
+    if reason is not None:
+        fields["reason"] = reason
+    return fields
 
 
 class HistoryEntry(msgspec.Struct, frozen=True):
@@ -45,6 +99,10 @@ class PairingHistoryService:
         self.redis = redis
         self.max_len = max_len
         self.stream = stream
+        self._record_many = Script(redis, _RECORD_MANY)
+
+    async def load_scripts(self) -> None:
+        await preload(self.redis, self._record_many)
 
     async def record(
         self,
@@ -54,13 +112,7 @@ class PairingHistoryService:
         runner_id: str | None = None,
         reason: str | None = None,
     ) -> str:
-        fields: dict[str, str] = {"event": HistoryEvent(event).value}
-        if app_session_id is not None:
-            fields["appSessionId"] = app_session_id
-        if runner_id is not None:
-            fields["runnerId"] = runner_id
-        if reason is not None:
-            fields["reason"] = reason
+        fields = entry_fields(event, app_session_id, runner_id, reason)
         entry_id = await self.redis.xadd(
             self.stream,
             fields,  # type: ignore[arg-type]
@@ -68,6 +120,18 @@ class PairingHistoryService:
             approximate=True,
         )
         return as_str(entry_id)
+
+    async def record_many(self, entries: list[NewEntry]) -> None:
+        """Append several entries, in order, in one round trip (nothing sent for none)."""
+        if not entries:
+            return
+        args: list[str | int] = [self.max_len]
+        for e in entries:
+            fields = entry_fields(e.event, e.app_session_id, e.runner_id, e.reason)
+            args.append(2 * len(fields))
+            for name, value in fields.items():
+                args += (name, value)
+        await self._record_many([self.stream], args)
 
     async def recent(
         self,

@@ -16,6 +16,9 @@ import pytest
 
 from gateway.app import STORE
 from pairing import (
+    AppPairingService,
+    HistoryEvent,
+    NewEntry,
     PairingCodeService,
     PairingHistoryService,
     PairingSessionService,
@@ -41,22 +44,37 @@ class Services:
     limits: RateLimitService
     history: PairingHistoryService
     relay: RelayService
+    pairing: AppPairingService
 
     async def load_scripts(self) -> None:
-        for svc in (self.sessions, self.runners, self.codes, self.limits, self.relay):
+        for svc in (
+            self.sessions,
+            self.runners,
+            self.codes,
+            self.limits,
+            self.relay,
+            self.history,
+            self.pairing,
+        ):
             await svc.load_scripts()
 
 
 @pytest.fixture
 async def services(redis: Redis) -> Services:
+    codes, limits, history = (
+        PairingCodeService(redis),
+        RateLimitService(redis),
+        PairingHistoryService(redis),
+    )
     s = Services(
         redis,
         PairingSessionService(redis),
         RunnerRegistry(redis),
-        PairingCodeService(redis),
-        RateLimitService(redis),
-        PairingHistoryService(redis),
+        codes,
+        limits,
+        history,
         RelayService(redis),
+        AppPairingService(redis, codes=codes, rate_limit=limits, history=history),
     )
     await s.load_scripts()
     return s
@@ -105,6 +123,21 @@ def _output(s: Services, apps: tuple[str, ...] = ("a1", "a2")) -> Awaitable[Any]
         for i, app in enumerate(apps)
     ]
     return s.relay.output("r1", None, recipients, b"blob")
+
+
+async def _paired_elsewhere(s: Services) -> None:
+    await _paired(s)
+    await s.sessions.update_heartbeat("r2")
+    await s.sessions.create_session("a9", "r2")
+
+
+async def _offline_code(s: Services) -> None:
+    await s.codes.register("r5", "CODE-1")  # r5 never sent a heartbeat
+
+
+async def _limited(s: Services) -> None:
+    await _paired(s)
+    await s.client.set("ratelimit:pair:app:a9", 5)
 
 
 # (label, setup, call): the label is the row of the table in docs/round-trips.md.
@@ -179,6 +212,17 @@ CASES: list[tuple[str, Setup, Call]] = [
         _nothing,
         lambda s: s.history.record("paired", app_session_id="a1", runner_id="r1"),
     ),
+    (
+        "PairingHistoryService.record_many (3 entries)",
+        _nothing,
+        lambda s: s.history.record_many(
+            [
+                NewEntry(HistoryEvent.UNPAIRED, app_session_id="a1", runner_id="r1"),
+                NewEntry(HistoryEvent.UNPAIRED, app_session_id="a2", runner_id="r1"),
+                NewEntry(HistoryEvent.RUNNER_OFFLINE, runner_id="r1"),
+            ]
+        ),
+    ),
     ("PairingHistoryService.recent", _paired, lambda s: s.history.recent(10)),
     ("RelayService.output (2 apps, 1 published)", _paired, _output),
     ("RelayService.output (apps out of date)", _paired, lambda s: _output(s, ("a1",))),
@@ -198,6 +242,28 @@ CASES: list[tuple[str, Setup, Call]] = [
         _paired,
         lambda s: s.history.recent(10, runner_id="r1"),
     ),
+    # app:pair and app:unpair: limit, redemption, failure count and history in one script
+    (
+        "AppPairingService.pair (paired, moved from another runner)",
+        _paired_elsewhere,
+        lambda s: s.pairing.pair("code-1", "a9", address="10.0.0.1"),
+    ),
+    (
+        "AppPairingService.pair (unknown code)",
+        _paired,
+        lambda s: s.pairing.pair("nope-1", "a9", address="10.0.0.1"),
+    ),
+    (
+        "AppPairingService.pair (runner offline)",
+        _offline_code,
+        lambda s: s.pairing.pair("code-1", "a9", address="10.0.0.1"),
+    ),
+    (
+        "AppPairingService.pair (rate limited)",
+        _limited,
+        lambda s: s.pairing.pair("code-1", "a9", address="10.0.0.1"),
+    ),
+    ("AppPairingService.unpair", _paired, lambda s: s.pairing.unpair("a1")),
 ]
 
 #: What each call sends. Every method is one round trip; these are its command names.
@@ -269,6 +335,23 @@ async def test_the_measured_calls_did_their_work(
     assert result.seq == 1
     result, _ = await measure(monitor, s, _held, lambda s: s.relay.held("a1", OUT, 2))
     assert (result.last_seq, result.first_seq, len(result.messages)) == (5, 1, 3)
+
+    for label, setup, call in CASES:
+        if not label.startswith("AppPairingService.pair"):
+            continue
+        result, _ = await measure(monitor, s, setup, call)
+        expected = {
+            "AppPairingService.pair (paired, moved from another runner)": ("ok", "r1", "r2"),
+            "AppPairingService.pair (unknown code)": ("invalid", None, None),
+            "AppPairingService.pair (runner offline)": ("offline", "r5", None),
+            "AppPairingService.pair (rate limited)": ("limited", None, None),
+        }[label]
+        assert (result.status.value, result.runner_id, result.previous_runner_id) == expected
+    history = [e.event for e in await s.history.recent(10)]  # the rate-limited one: nothing
+    assert history == ["paired"]
+    result, _ = await measure(monitor, s, _paired, lambda s: s.pairing.unpair("a1"))
+    assert result == "r1"
+    assert [(e.event, e.reason) for e in await s.history.recent(1)] == [("unpaired", "APP_UNPAIR")]
 
 
 @pytest.mark.parametrize("replicas", [1, 2])
@@ -379,3 +462,41 @@ async def test_filtered_history_reads_one_page_per_round_trip(
     assert names(commands) == ["XREVRANGE"] * 3  # pages of 500: 500 + 500 + 200
     _, commands = await monitor.commands(s.client, lambda: s.history.recent(100))
     assert names(commands) == ["XREVRANGE"]
+
+
+async def test_pair_and_unpair_are_one_round_trip_each(
+    start_gateway: Callable[..., Any], monitor: CommandMonitor
+) -> None:
+    """app:pair (paired or failed) and app:unpair through a gateway: one EVALSHA each, their
+    history included (runner and app on one replica: the emits are local)."""
+    gw = await start_gateway({"sweep_interval_s": 60})
+    runner, app = Client(reconnection=False), Client(reconnection=False)
+    try:
+        await runner.connect(gw.url)
+        await app.connect(gw.url, auth={"appSessionId": "round-trip-app-0123456789"})
+        code = (await runner.call("runner:register", {"runnerId": "r-rt"}))["pairingCode"]
+        await app.call("app:status", {})  # the app's first event (eviction publish) done
+        store = gw.app[STORE]
+        for call, ack in (
+            (lambda: app.call("app:pair", {"pairingCode": "WRONG-CODE"}), "INVALID_CODE"),
+            (lambda: app.call("app:pair", {"pairingCode": code}), True),
+            (lambda: app.call("app:unpair", {}), True),
+        ):
+            reply, commands = await monitor.commands(store, call)
+            assert reply.get("success", reply.get("error")) == ack, reply
+            assert [c.name for c in commands if c.name != "PING"] == ["EVALSHA"], commands
+        assert await runner.next("pairing:paired") == {"appSessionId": "round-trip-app-0123456789"}
+        events = [(e["event"], e.get("reason")) for e in await _history(store)]
+        assert events == [
+            ("pair_failed", "INVALID_CODE"),
+            ("paired", None),
+            ("unpaired", "APP_UNPAIR"),
+        ]
+    finally:
+        await runner.close()
+        await app.close()
+
+
+async def _history(store: Redis) -> list[dict[str, str]]:
+    raw = await store.xrange("pairing:history")
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in raw]
