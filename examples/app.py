@@ -14,11 +14,12 @@ As a terminal it puts the local tty in raw mode, sends each keystroke as it is t
 (binary ``app:command``), writes the shell's output as it arrives, and sends the window size
 (``app:resize``) at start and on every change. It reconnects by itself after a network drop
 or a gateway restart, presenting its ``appSessionId`` and the ``seq`` of the last output it
-wrote (``auth.lastSeq``), so that a gateway that holds output resends only what it missed.
+wrote (``auth.lastSeq``), so that a gateway that holds output resends only what it missed
+(output it no longer held comes as ``terminal:gap``, shown as a notice).
 Type ``~.`` at the start of a line to leave (``~~`` sends one ``~``), as with ssh. Exit
 status: 0 when the remote shell exited, the shell's status when it was not 0, 255 when left
-with ``~.``, 1 when the gateway refused or the pairing ended. The local terminal is restored
-on every exit path.
+with ``~.``, 128 + N on signal N, 1 when the gateway refused or the pairing ended. The local
+terminal is restored on every exit path.
 
 Needs python-socketio[asyncio_client] (installed with the gateway).
 """
@@ -127,6 +128,10 @@ class Terminal:
         if self.done is not None and not self.done.done():
             self.done.set_result(status)
 
+    def _signalled(self, sig: signal.Signals) -> None:
+        self.notice(f"ended by {sig.name}")
+        self.finish(128 + sig)
+
     async def run(self) -> int:
         if not os.isatty(self.stdin):
             say("without commands the app is a terminal: run it in one (stdin is not a tty)")
@@ -158,7 +163,7 @@ class Terminal:
             loop.add_reader(self.stdin, self._typed)
             loop.add_signal_handler(signal.SIGWINCH, self._window_changed)
             for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-                loop.add_signal_handler(sig, self.finish, 128 + sig)
+                loop.add_signal_handler(sig, self._signalled, sig)
             self._window_changed()
             self.up.set()
             pump = asyncio.create_task(self._pump())
@@ -194,6 +199,11 @@ class Terminal:
                     view = view[os.write(self.stdout, view) :]
             elif isinstance(data, dict) and isinstance(data.get("exit"), int):
                 self.finish(data["exit"])
+
+        @sio.on("terminal:gap")
+        async def on_gap(msg: dict[str, Any]) -> None:
+            # Output the gateway no longer held for this resume: the screen may be off.
+            self.notice(f"{msg.get('missed')} output messages were lost; redraw with Ctrl-L")
 
         @sio.on("pairing:unpaired")
         async def on_unpaired(msg: dict[str, Any]) -> None:

@@ -17,11 +17,13 @@ gets a shell (``--shell``, default ``$SHELL``) in a pseudo-terminal of its own; 
 what the pseudo-terminal prints goes back to that app as binary ``runner:output``, in order,
 coalesced (one message per 64 KiB read or per few milliseconds of output, not one per
 read). The shells outlive a reconnect of the runner, so a gateway restart or a network drop
-does not end them. When a shell ends, the app gets one last ``runner:output`` whose data is
-the object ``{"exit": status}`` (the shell's exit status, or 128 + the signal that killed
-it); the next input from that app starts a new shell. ``pairing:app_unpaired`` ends the
-app's shell (SIGHUP). With ``--exec`` or ``--pty`` anyone paired with it can run commands as
-this user, so use them only with apps you trust.
+does not end them, and its ``runner:register`` names, per app with a shell, the ``seq`` of
+the last input it typed (``lastSeq``): inputs the gateway held meanwhile come first, once,
+and a ``terminal:gap`` (inputs no longer held) is printed. When a shell ends, the app gets
+one last ``runner:output`` whose data is the object ``{"exit": status}`` (the shell's exit
+status, or 128 + the signal that killed it); the next input from that app starts a new
+shell. ``pairing:app_unpaired`` ends the app's shell (SIGHUP). With ``--exec`` or ``--pty``
+anyone paired with it can run commands as this user, so use them only with apps you trust.
 
     python examples/runner.py --url http://127.0.0.1:8080 --runner-id laptop-1
     python examples/runner.py --url http://127.0.0.1:8080 --runner-id laptop-1 --exec
@@ -236,6 +238,15 @@ class Terminals:
             del self.shells[shell.app]
         say(f"shell {shell.pid} of app {shell.app} ended")
 
+    def resume_from(self) -> dict[str, int]:
+        """runner:register's lastSeq: every app with a shell here (0: none of its input yet)."""
+        apps = {app: self.last_seq.get(app, 0) for app in self.shells}
+        return {**apps, **self.last_seq}
+
+    def on_gap(self, msg: dict[str, Any]) -> None:
+        """Inputs the gateway no longer held when this runner resumed: typed, then lost."""
+        say(f"app {msg.get('appSessionId')}: {msg.get('missed')} inputs were lost")
+
     def fresh(self, msg: dict[str, Any]) -> bool:
         """Whether an input is new (a replay after a resume may repeat what came already)."""
         app, seq = msg.get("appSessionId"), msg.get("seq")
@@ -306,6 +317,11 @@ async def _session(args: argparse.Namespace, sio: socketio.AsyncClient) -> bool:
         if terminals is not None:
             terminals.on_resize(msg)
 
+    @sio.on("terminal:gap")
+    async def on_gap(msg: dict[str, Any]) -> None:
+        if terminals is not None:
+            terminals.on_gap(msg)
+
     @sio.on("pairing:paired")
     async def on_paired(msg: dict[str, Any]) -> None:
         say(f"paired with app {msg['appSessionId']}")
@@ -344,9 +360,9 @@ async def _session(args: argparse.Namespace, sio: socketio.AsyncClient) -> bool:
     tasks: list[asyncio.Task[None]] = []
     try:
         payload: dict[str, Any] = {"runnerId": args.runner_id}
-        if terminals is not None and terminals.last_seq:
-            # Resume: inputs held by the gateway after these come first (once it keeps them).
-            payload["lastSeq"] = dict(terminals.last_seq)
+        if terminals is not None and terminals.resume_from():
+            # Resume: the inputs the gateway holds after these come first.
+            payload["lastSeq"] = terminals.resume_from()
         if args.code:
             payload["pairingCode"] = args.code
         if args.secret:

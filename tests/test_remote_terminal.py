@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import shlex
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -73,9 +74,11 @@ async def tmux() -> AsyncIterator[Tmux]:
     await term.kill()
 
 
-def app_command(url: str, code: str, tail: str = "") -> str:
+def app_command(url: str, code: str | None, tail: str = "", *extra: str) -> str:
     """The command line a person types to start the terminal (then prints its status)."""
-    argv = [sys.executable, str(APP), "--url", url, "--code", code]
+    argv = [sys.executable, str(APP), "--url", url, *extra]
+    if code is not None:
+        argv += ["--code", code]
     return f"{shlex.join(argv)}{tail}; echo APP-EXIT=$?"
 
 
@@ -249,3 +252,37 @@ async def test_the_terminal_survives_a_gateway_restart(
     await tmux.wait_for(rf"^size-9 {rows} {cols}$")
     await tmux.type("exit")
     await tmux.wait_for(r"^APP-EXIT=0$")
+
+
+async def test_exit_status_and_signals_restore_the_terminal(
+    gateway: GatewayProcess, runner: RunnerProcess, tmux: Tmux
+) -> None:
+    me = f"remote-terminal-{secrets.token_hex(8)}"
+    code, _ = await runner.next_code()
+    await tmux.wait_for(r"^local\$")
+    await tmux.type(app_command(gateway.url, code, "", "--app-session-id", me))
+    await tmux.wait_for(r"^\$ $")
+    await tmux.type("exit 3")
+    await tmux.wait_for(r"^APP-EXIT=3$")
+    assert await pane_icanon(tmux) == "icanon"
+
+    # The pairing stays: the same appSessionId comes back without a code, to a new shell.
+    await tmux.type(app_command(gateway.url, None, "", "--app-session-id", me))
+    await tmux.wait_for(r"^\$ $")
+    await tmux.type("echo again-$((8+8))")
+    await tmux.wait_for(r"^again-16$")
+    assert await pane_icanon(tmux) == "-icanon"
+    # SIGTERM (a closing terminal emulator, a kill): 128 + 15, the terminal restored.
+    os.kill(await app_pid(tmux), signal.SIGTERM)
+    await tmux.wait_for(r"^\[app: ended by SIGTERM\]$")
+    await tmux.wait_for(r"^APP-EXIT=143$")
+    assert await pane_icanon(tmux) == "icanon"
+
+
+async def app_pid(tmux: Tmux) -> int:
+    """The app's process: the child of the pane's local shell."""
+    shell = int(await tmux.tmux("display-message", "-p", "-t", tmux.target, "#{pane_pid}"))
+    proc_children = Path(f"/proc/{shell}/task/{shell}/children")
+    children = (await asyncio.to_thread(proc_children.read_text)).split()
+    assert len(children) == 1, children
+    return int(children[0])
