@@ -27,6 +27,7 @@ import pytest
 
 from pairing.store import connect
 from tests.example_procs import APP, RunnerProcess
+from tests.freeze_proxy import FreezingProxy
 from tests.gw_helpers import GatewayProcess
 from tests.redis_proc import RedisProcess
 from tests.tmux_terminal import Tmux
@@ -238,13 +239,18 @@ async def test_the_terminal_survives_a_gateway_restart(
     await tmux.wait_for(r"^set-10$")
     code_line = await runner.wait_line(r"^pairing code: ")
 
-    # The gateway dies (SIGKILL: no goodbye to anyone) and comes back on the same port.
+    # The gateway dies (SIGKILL: no goodbye to anyone) and comes back on the same port,
+    # while the runner is stopped, so that the app is surely back first.
+    runner.signal(signal.SIGSTOP)
     gateway.kill()
     await tmux.wait_for(r"^\[app: connection lost")
-    gateway.start()
-    await runner.wait_line(r"^pairing code: ", after=code_line + 1, timeout=30)
-    await tmux.wait_for(r"^\[app: reconnected\]", timeout=30)
+    # Typed while the gateway is down: the app sends it once it is connected again.
     await tmux.type("echo $KEPT-$((2+2))")
+    gateway.start()
+    await tmux.wait_for(r"^\[app: reconnected\]", timeout=30)
+    # The gateway holds the input until the runner is back and resumes (register, lastSeq).
+    runner.signal(signal.SIGCONT)
+    await runner.wait_line(r"^pairing code: ", after=code_line + 1, timeout=30)
     await tmux.wait_for(r"^same-shell-4$")
     # Still the same shell, in the same window size, and interactive.
     rows, cols = await tmux.pane_size()
@@ -286,3 +292,30 @@ async def app_pid(tmux: Tmux) -> int:
     children = (await asyncio.to_thread(proc_children.read_text)).split()
     assert len(children) == 1, children
     return int(children[0])
+
+
+async def test_the_app_resumes_its_screen_after_its_network_froze(
+    gateway: GatewayProcess, runner: RunnerProcess, tmux: Tmux
+) -> None:
+    """A phone switching networks: the app's connection freezes (no FIN, no RST) while the
+    shell prints; the app reconnects by itself and, with lastSeq, misses no line."""
+    proxy = await FreezingProxy(gateway.port).start()
+    try:
+        code, _ = await runner.next_code()
+        await tmux.wait_for(r"^local\$")
+        await tmux.type(app_command(proxy.url, code))
+        await tmux.wait_for(r"^\$ $")
+        await tmux.type("for i in $(seq 1 80); do echo n-$i; sleep 0.05; done; echo loop-$((3*4))")
+        await tmux.wait_for(r"^n-5$")
+        proxy.freeze()
+        await tmux.wait_for(r"^\[app: connection lost", timeout=20)
+        await tmux.type("echo typed-$((9*9))")  # typed while away: sent after the reconnect
+        await tmux.wait_for(r"^\[app: reconnected\]", timeout=20)
+        await tmux.wait_for(r"^loop-12$", timeout=30)
+        await tmux.wait_for(r"^typed-81$")
+        screen = await tmux.tmux("capture-pane", "-p", "-J", "-S", "-", "-t", tmux.target)
+        numbers = [int(n) for n in re.findall(r"^n-(\d+)$", screen, re.MULTILINE)]
+        assert numbers == list(range(1, 81)), screen
+        assert "lost;" not in screen  # no terminal:gap: the hold had every line
+    finally:
+        await proxy.close()
