@@ -312,12 +312,13 @@ async def test_the_app_resumes_its_screen_after_its_network_froze(
         await tmux.type("for i in $(seq 1 80); do echo n-$i; sleep 0.05; done; echo loop-$((3*4))")
         await tmux.wait_for(r"^n-5$")
         proxy.freeze()
-        await tmux.wait_for(r"^\[app: connection lost", timeout=20)
+        # (The replay may scroll these notices off the screen: look in tmux's history too.)
+        await tmux.wait_for(r"^\[app: connection lost", timeout=20, history=True)
         await tmux.type("echo typed-$((9*9))")  # typed while away: sent after the reconnect
-        await tmux.wait_for(r"^\[app: reconnected\]", timeout=20)
+        await tmux.wait_for(r"^\[app: reconnected\]", timeout=20, history=True)
         await tmux.wait_for(r"^loop-12$", timeout=30)
         await tmux.wait_for(r"^typed-81$")
-        screen = await tmux.tmux("capture-pane", "-p", "-J", "-S", "-", "-t", tmux.target)
+        screen = await tmux.screen(history=True)
         numbers = [int(n) for n in re.findall(r"^n-(\d+)$", screen, re.MULTILINE)]
         assert numbers == list(range(1, 81)), screen
         assert "lost;" not in screen  # no terminal:gap: the hold had every line

@@ -47,8 +47,10 @@ class Tmux:
         if enter:
             await self.keys("Enter")
 
-    async def screen(self) -> str:
-        return await self.tmux("capture-pane", "-p", "-J", "-t", self.target)
+    async def screen(self, history: bool = False) -> str:
+        """The visible screen; with ``history``, also the lines scrolled off above it."""
+        since = ["-S", "-"] if history else []
+        return await self.tmux("capture-pane", "-p", "-J", *since, "-t", self.target)
 
     async def pane_size(self) -> tuple[int, int]:
         out = await self.tmux(
@@ -60,12 +62,14 @@ class Tmux:
     async def resize(self, cols: int, rows: int) -> None:
         await self.tmux("resize-window", "-t", self.target, "-x", str(cols), "-y", str(rows))
 
-    async def wait_for(self, pattern: str, timeout: float = 15) -> re.Match[str]:
+    async def wait_for(
+        self, pattern: str, timeout: float = 15, history: bool = False
+    ) -> re.Match[str]:
         """Poll the screen until a line matches ``pattern`` (a regex, per line)."""
         regex = re.compile(pattern, re.MULTILINE)
         deadline = time.monotonic() + timeout
         while True:
-            screen = await self.screen()
+            screen = await self.screen(history)
             match = regex.search(screen)
             if match:
                 return match
