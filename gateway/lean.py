@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import deque
 from typing import Any
@@ -160,6 +161,10 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             self.queue.task_done()
         except (TimeoutError, asyncio.CancelledError):
             raise exceptions.QueueEmpty() from None
+        if first is None:
+            # closed without a close packet (the client sent one): the GET still ends with
+            # a packet, a noop, as Engine.IO v4 servers answer (engineio answers empty)
+            return [packet.Packet(packet.NOOP)]
         packets = self._batch(first)
         self._written(packets)
         return packets
@@ -236,6 +241,39 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         await super().close(wait=wait, abort=abort, reason=reason)
         self.queue.put_nowait(None)  # a waiting poll or websocket writer returns
 
+    # the upgrade ----------------------------------------------------------------------------
+
+    _upgrade_settled: asyncio.Future[None] | None = None
+    #: Longest a polling GET that arrives after the probe waits for the upgrade's outcome:
+    #: Node's engine.io flushes a noop to such a GET every 100 ms. The client sends ``5``
+    #: only once its in-flight GET has returned, so this wait must stay short.
+    upgrade_poll_hold_s = 0.1
+
+    async def handle_get_request(self, environ: dict[str, Any]) -> Any:
+        """engineio's GET, with the Engine.IO v4 answers around an upgrade.
+
+        A second websocket for a session that is already upgrading is accepted and closed
+        (engineio would wait for its probe forever). A polling GET that comes once the probe
+        is answered waits briefly for the upgrade's outcome: 400 once upgraded (the
+        session's only transport is the websocket), a normal poll if the upgrade failed,
+        engineio's noop if it is still under way.
+        """
+        if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            if self.upgrading or self.upgraded:
+                return await close_websocket(environ)
+        elif self._upgrade_settled is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.upgrade_poll_hold_s):
+                    await asyncio.shield(self._upgrade_settled)
+            if self.upgraded:
+                return self.server._bad_request("Unexpected HTTP request")
+        return await super().handle_get_request(environ)
+
+    def _settle_upgrade(self) -> None:
+        settled, self._upgrade_settled = self._upgrade_settled, None
+        if settled is not None and not settled.done():
+            settled.set_result(None)
+
     # the websocket transport ----------------------------------------------------------------
 
     async def _receive_frame(self, ws: Any) -> Any:
@@ -259,17 +297,21 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
                 return
             await ws.send(packet.Packet(packet.PONG, data="probe").encode())
             await self.queue.put(packet.Packet(packet.NOOP))  # end the pending poll
+            self._upgrade_settled = asyncio.get_running_loop().create_future()
             try:
                 pkt = packet.Packet(encoded_packet=await self._receive_frame(ws))
             except Exception:
                 self.upgrading = False
+                self._settle_upgrade()
                 return
             if pkt.packet_type != packet.UPGRADE:
                 self.upgraded = False
                 self.upgrading = False
+                self._settle_upgrade()
                 return
             self.upgraded = True
             self.upgrading = False
+            self._settle_upgrade()
         else:
             self.connected = True
             self.upgraded = True
@@ -342,13 +384,48 @@ def _size(pkt: Any) -> int:
     return len(data) + 8 if isinstance(data, str | bytes) else 16
 
 
+async def close_websocket(environ: dict[str, Any]) -> WebSocketResponse:
+    """Accept a websocket and close it at once, as Node's engine.io answers a redundant one."""
+    ws = WebSocketResponse()
+    await ws.prepare(environ["aiohttp.request"])
+    await ws.close()
+    return ws
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+async def _send_handshake(socket: Any, pkt: Any) -> None:
+    """A new socket's first send, its OPEN packet: the timings in exact milliseconds.
+
+    engineio announces ``int(interval + grace) * 1000``, truncating any fractional interval
+    (0.3 s is announced as 0, 2.5 s as 2000) and ``int(timeout * 1000)`` (4.35 s as 4349),
+    so clients would time the connection out early.
+    """
+    del socket.send  # every later send is the class's own
+    if pkt.packet_type == packet.OPEN and isinstance(pkt.data, dict):
+        server = socket.server
+        pkt.data["pingInterval"] = _ms(server.ping_interval + server.ping_interval_grace_period)
+        pkt.data["pingTimeout"] = _ms(server.ping_timeout)
+    await socket.send(pkt)
+
+
 class _SocketTable(dict[str, Any]):
     """engineio's sid -> socket dict, handing every new socket the lean class."""
 
     def __setitem__(self, sid: str, socket: Any) -> None:
         if type(socket) is AsyncSocket:
             socket.__class__ = LeanSocket
+            # engineio's connect sends the OPEN packet right after this; an instance
+            # attribute for that one send leaves the class's send (the hot path) untouched
+            socket.send = functools.partial(_send_handshake, socket)
         super().__setitem__(sid, socket)
+
+
+#: Methods an Engine.IO v4 server answers; any other is a 400 (engineio: 405, or aiohttp's
+#: own 405 for methods without a route).
+_METHODS = frozenset({"GET", "POST", "OPTIONS"})
 
 
 class LeanEngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
@@ -370,3 +447,30 @@ class LeanEngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
 
     def create_queue(self, *args: Any, **kwargs: Any) -> LeanQueue:
         return LeanQueue()
+
+    def attach(self, app: Any, engineio_path: str = "engine.io") -> None:
+        """engineio's routes (GET, POST, OPTIONS), and every other method to the server too."""
+        super().attach(app, engineio_path)
+        path = "/" + engineio_path.strip("/") + "/"
+        app.router.add_route("*", path, self.handle_request)
+
+    async def handle_request(self, request: Any) -> Any:
+        """engineio's request handling, answering as Engine.IO v4 specifies where it differs.
+
+        A missing ``transport`` (engineio assumes polling) or a method other than GET, POST
+        and OPTIONS is a 400; a websocket for a session already upgraded is accepted and
+        closed (engineio answers 400, which a websocket client takes for an error).
+        """
+        method = request.method
+        if method != "OPTIONS":
+            query = request.query
+            if method not in _METHODS or "transport" not in query:
+                message = "Invalid transport" if method in _METHODS else "Bad request method"
+                environ = self._async["translate_request"](request)
+                return await self._make_response(self._bad_request(message), environ)
+            sid = query.get("sid")
+            if sid is not None and request.headers.get("Upgrade", "").lower() == "websocket":
+                socket = self.sockets.get(sid)
+                if socket is not None and socket.upgraded:
+                    return await close_websocket({"aiohttp.request": request})
+        return await super().handle_request(request)

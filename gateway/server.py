@@ -73,12 +73,39 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
             environ["aiohttp.request"] = request
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        """A CONNECT to a namespace the server does not serve: CONNECT_ERROR with an object.
+
+        Socket.IO v5's CONNECT_ERROR payload is ``{"message": ...}`` (socket.io-client reads
+        the error's message from it); python-socketio sends the bare string
+        ``"Unable to connect"``. The message is Node's, so clients see the same text. A
+        connection that is made then runs the ``after_connect`` hook.
+        """
+        namespace = namespace or "/"
+        if not self._serves(namespace):
+            await self._send_packet(
+                eio_sid,
+                self.packet_class(
+                    packet.CONNECT_ERROR,
+                    data={"message": "Invalid namespace"},
+                    namespace=namespace,
+                ),
+            )
+            return
         await super()._handle_connect(eio_sid, namespace, data)
         hook = self.after_connect
         if hook is not None:
-            sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")
-            if sid is not None and self.manager.is_connected(sid, namespace or "/"):
+            sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+            if sid is not None and self.manager.is_connected(sid, namespace):
                 await hook(sid)
+
+    def _serves(self, namespace: str) -> bool:
+        """python-socketio's own test, in its ``_handle_connect``, for a namespace it serves."""
+        return bool(
+            namespace in self.handlers
+            or namespace in self.namespace_handlers
+            or self.namespaces == "*"
+            or namespace in self.namespaces
+        )
 
     async def _handle_event(
         self, eio_sid: str, namespace: str | None, id: int | None, data: Any
