@@ -212,11 +212,7 @@ async def _on_shutdown(app: web.Application) -> None:
     gateway.shutting_down = True
     await app[SWEEPER].stop()
     sio = app[SIO]
-    for environ in list(sio.environ.values()):
-        request = environ.get("aiohttp.request")
-        transport = getattr(request, "transport", None)
-        if transport is not None:
-            transport.close()
+    sio.cut_transports()
     await sio.shutdown()
 
 

@@ -1,4 +1,10 @@
-"""Leaner per-connection objects for python-engineio, for memory per idle connection.
+"""python-engineio, adapted: every use of its internals is in this module.
+
+(python-socketio's are in ``gateway.server.GatewayServer``; tests/test_upstream_engine.py
+fails, naming the method, when an upgrade changes one of the upstream methods these replace
+or rely on.)
+
+Leaner per-connection objects, for memory per idle connection.
 
 python-engineio gives every connection an ``asyncio.Queue`` for outgoing packets: five
 deques and an Event, about 3.7 KiB, most of an idle runner's Python-level footprint beside
@@ -22,6 +28,7 @@ from aiohttp.web import WebSocketResponse
 from engineio import exceptions, packet
 from engineio.async_drivers import aiohttp as engineio_aiohttp
 from engineio.async_socket import AsyncSocket
+from engineio.payload import Payload
 
 
 class LeanQueue:
@@ -440,6 +447,12 @@ class LeanEngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
         # len(sockets) times per ping timeout, each wake a wait_for, to find the same.
         kwargs["monitor_clients"] = False
         super().__init__(*args, **kwargs)
+        # engineio drops a whole long-polling POST that carries more than 16 packets
+        # (``Payload.max_decode_packets``), but socket.io-client batches every packet queued
+        # while a POST is in flight, bounded only by the payload size: an app emitting 17
+        # commands in a burst over polling lost all of them. Bound the count by the byte
+        # limit instead (a packet takes at least 2 bytes), as websocket frames already are.
+        Payload.max_decode_packets = max(Payload.max_decode_packets, self.max_http_buffer_size // 2)
         self.websocket_compression = websocket_compression
         self.sockets = _SocketTable()
         # the driver's table is shared by every server of the process: replace, not mutate

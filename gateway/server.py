@@ -1,4 +1,9 @@
-"""The Socket.IO server: python-socketio's AsyncServer, hardened against hostile input."""
+"""The Socket.IO server: python-socketio's AsyncServer, hardened against hostile input.
+
+Every use of python-socketio's internals is in ``GatewayServer`` (python-engineio's are in
+``gateway.lean``); tests/test_upstream_engine.py fails, naming the method, when an upgrade
+changes one of the upstream methods it replaces or relies on.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import socketio
-from engineio.payload import Payload
 from socketio import packet
 
 from gateway.codec import MsgspecJSON
@@ -71,6 +75,14 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
             request = environ.get("aiohttp.request")
             environ.clear()
             environ["aiohttp.request"] = request
+
+    def cut_transports(self) -> None:
+        """Close every connection's transport at once, without a close handshake."""
+        for environ in list(self.environ.values()):
+            request = environ.get("aiohttp.request")
+            transport = getattr(request, "transport", None)
+            if transport is not None:
+                transport.close()
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         """A CONNECT to a namespace the server does not serve: CONNECT_ERROR with an object.
@@ -217,12 +229,6 @@ _EVENT_HEADER = re.compile(r"^[25](?:\d+-)?(?:(?P<ns>/[^,]*),)?(?P<id>\d{1,100})
 
 def build_server(settings: Settings) -> GatewayServer:
     sio_cfg = settings.socketio
-    # python-engineio drops a whole long-polling POST that carries more than 16 packets
-    # (``Payload.max_decode_packets``), but socket.io-client batches every packet queued
-    # while a POST is in flight, bounded only by the payload size: an app emitting 17
-    # commands in a burst over polling lost all of them. Bound the count by the byte
-    # limit instead (a packet takes at least 2 bytes), as websocket frames already are.
-    Payload.max_decode_packets = max(Payload.max_decode_packets, sio_cfg.max_payload_bytes // 2)
     server = GatewayServer(
         async_mode="aiohttp",
         json=MsgspecJSON,
