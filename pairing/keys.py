@@ -6,6 +6,8 @@ additions the gateway needs. Nothing else in the project spells a key.
 
 from __future__ import annotations
 
+from redis.crc import key_slot
+
 SESSION_PREFIX = "pairing:session:"
 RUNNER_APPS_PREFIX = "pairing:apps:"
 HEARTBEAT_PREFIX = "runner:heartbeat:"
@@ -83,3 +85,152 @@ def resume_keys(app_session_id: str, direction: str) -> list[str]:
         resume_hold(app_session_id, direction),
         resume_bytes(app_session_id, direction),
     ]
+
+
+# --- Layouts: the same families, spelled for one Redis or for a Redis Cluster -----------------
+
+
+class KeyLayout:
+    """Key names for one deployment shape; ``layout_for(redis_url)`` picks one.
+
+    The single-node layout is the functions above, unchanged. The cluster layout puts a
+    hash tag in every key so that each script's keys share a slot: per-runner keys are
+    tagged ``{<runnerId>}``, per-app keys ``{<appSessionId>}``, exactly as the three seed
+    families print their braces. Keys every replica shares (the sweeper's index, its locks,
+    the history) are split into ``SHARDS`` keys whose tags are spread evenly over the 16384
+    slots, so none of them is one hot slot on one master.
+    """
+
+    cluster: bool = False
+
+    def session(self, app_session_id: str) -> str:
+        return session(app_session_id)
+
+    def runner_apps(self, runner_id: str) -> str:
+        return runner_apps(runner_id)
+
+    def heartbeat(self, runner_id: str) -> str:
+        return heartbeat(runner_id)
+
+    def owner(self, runner_id: str) -> str:
+        return owner(runner_id)
+
+    def code(self, pairing_code: str) -> str:
+        return code(pairing_code)
+
+    def runner_code(self, runner_id: str) -> str:
+        return runner_code(runner_id)
+
+    def rate_limit(self, scope: str, subject: str) -> str:
+        return rate_limit(scope, subject)
+
+    def room_channel(self, room: str) -> str:
+        return room_channel(room)
+
+    def last_seen(self, runner_id: str) -> str:
+        """The sweeper's index shard holding ``runner_id``."""
+        return RUNNER_LAST_SEEN
+
+    def last_seen_shards(self) -> tuple[str, ...]:
+        return (RUNNER_LAST_SEEN,)
+
+    def history(self, app_session_id: str) -> str:
+        """The history stream an app's entries go to."""
+        return HISTORY_STREAM
+
+    def history_shards(self) -> tuple[str, ...]:
+        return (HISTORY_STREAM,)
+
+    def sweeper_lock(self, shard: int = 0) -> str:
+        return SWEEPER_LOCK
+
+    # An app's resume keys carry its hash tag in both layouts.
+    def resume_seq(self, app_session_id: str, direction: str) -> str:
+        return resume_seq(app_session_id, direction)
+
+    def resume_hold(self, app_session_id: str, direction: str) -> str:
+        return resume_hold(app_session_id, direction)
+
+    def resume_bytes(self, app_session_id: str, direction: str) -> str:
+        return resume_bytes(app_session_id, direction)
+
+
+class ClusterKeyLayout(KeyLayout):
+    """Hash-tagged keys for Redis Cluster (see ``KeyLayout``)."""
+
+    cluster = True
+
+    def session(self, app_session_id: str) -> str:
+        return f"{SESSION_PREFIX}{{{app_session_id}}}"
+
+    def runner_apps(self, runner_id: str) -> str:
+        return f"{RUNNER_APPS_PREFIX}{{{runner_id}}}"
+
+    def heartbeat(self, runner_id: str) -> str:
+        return f"{HEARTBEAT_PREFIX}{{{runner_id}}}"
+
+    def owner(self, runner_id: str) -> str:
+        return f"{OWNER_PREFIX}{{{runner_id}}}"
+
+    def code(self, pairing_code: str) -> str:
+        return f"{CODE_PREFIX}{{{pairing_code.upper()}}}"
+
+    def runner_code(self, runner_id: str) -> str:
+        return f"{RUNNER_CODE_PREFIX}{{{runner_id}}}"
+
+    def rate_limit(self, scope: str, subject: str) -> str:
+        return f"{RATE_LIMIT_PREFIX}{scope}:{{{subject}}}"
+
+    def room_channel(self, room: str) -> str:
+        return f"{ROOM_CHANNEL_PREFIX}{{{room}}}"
+
+    def last_seen(self, runner_id: str) -> str:
+        return f"{RUNNER_LAST_SEEN}:{{{_SHARD_TAGS[shard_of(runner_id)]}}}"
+
+    def last_seen_shards(self) -> tuple[str, ...]:
+        return tuple(f"{RUNNER_LAST_SEEN}:{{{tag}}}" for tag in _SHARD_TAGS)
+
+    def history(self, app_session_id: str) -> str:
+        return f"{HISTORY_STREAM}:{{{_SHARD_TAGS[shard_of(app_session_id)]}}}"
+
+    def history_shards(self) -> tuple[str, ...]:
+        return tuple(f"{HISTORY_STREAM}:{{{tag}}}" for tag in _SHARD_TAGS)
+
+    def sweeper_lock(self, shard: int = 0) -> str:
+        return f"{SWEEPER_LOCK}:{{{_SHARD_TAGS[shard]}}}"
+
+
+#: Shared keys are split this many ways in the cluster layout.
+SHARDS = 16
+
+
+def shard_of(subject: str) -> int:
+    """Which of the ``SHARDS`` shared-key shards a runner's or an app's entry goes to."""
+    return key_slot(subject.encode()) % SHARDS
+
+
+def _spread_tags(count: int) -> tuple[str, ...]:
+    """One short hash tag per shard, shard k's tag hashing into the k-th of ``count`` equal
+    slot ranges: the shards sit evenly on the masters however the slots are split."""
+    width = 16384 / count
+    tags = []
+    for k in range(count):
+        n = 0
+        while not k * width <= key_slot(f"{k}.{n}".encode()) < (k + 1) * width:
+            n += 1
+        tags.append(f"{k}.{n}")
+    return tuple(tags)
+
+
+_SHARD_TAGS = _spread_tags(SHARDS)
+
+SINGLE_NODE = KeyLayout()
+CLUSTER = ClusterKeyLayout()
+
+
+def layout_for(redis_url: str) -> KeyLayout:
+    """The cluster layout for ``redis+cluster://`` and ``rediss+cluster://``, else the
+    single-node one (single node, Sentinel, memory://)."""
+    return (
+        CLUSTER if redis_url.startswith(("redis+cluster://", "rediss+cluster://")) else SINGLE_NODE
+    )

@@ -161,6 +161,24 @@ class RedisClusterProcess:
             time.sleep(0.1)
         raise RuntimeError(f"cluster not ok after {timeout}s: {last}")
 
+    def wait_replicated(self, timeout: float = 10.0) -> None:
+        """Until every replica has acknowledged all of its master's writes so far."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            behind = False
+            for node in self.master_nodes():
+                with self.client(node) as c:
+                    info = c.info("replication")
+                offset = info["master_repl_offset"]
+                slaves = [
+                    v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
+                ]
+                behind = behind or any(s.get("offset") != offset for s in slaves)
+            if not behind:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("replicas did not catch up")
+
     def kill_master(self, node: RedisProcess | None = None) -> RedisProcess:
         """SIGKILL one master (the first by default); returns it, stopped, port kept."""
         victim = node or self.master_nodes()[0]
