@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install test lint run bench clean
+.PHONY: install test lint run bench bench-cluster clean
 
 # Every install goes through uv.lock (exact versions and hashes, all platforms): uv, pinned here,
 # is bootstrapped into the venv with pip, then syncs the venv to the lock without re-resolving.
@@ -45,6 +45,11 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml uv.lock
 
 bench: $(BENCH_STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Redis CPU per heartbeat and per relayed message, one Redis beside a 3-master cluster
+# (about 1 min); its own section of docs/benchmarks.md
+bench-cluster: $(STAMP)
+	$(PY) -m bench.cluster $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

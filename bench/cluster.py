@@ -1,0 +1,389 @@
+"""``python -m bench.cluster`` (``make bench-cluster``): Redis CPU per heartbeat and per relayed
+message on one Redis and on a 3-master Redis Cluster (3 replicas), and its spread over shards.
+
+What it measures is Redis's side only: CPU seconds of each redis-server process
+(/proc/<pid>/stat) across a fixed number of operations, divided by that number. The gateway
+side is not measured here (the cluster client is redis-py's, the single-node one the pipelined
+link; see docs/benchmarks.md's main sections for the gateway).
+
+- heartbeat, one Redis: ``RunnerRegistry.heartbeat``, the gateway's script (owner check,
+  heartbeat key, the sweeper's index entry) as it runs today.
+- heartbeat, cluster: the same ownership-guarded write on the runner's slot
+  (``runner:owner:{id}``, ``runner:heartbeat:{id}``) and the index entry in its shard
+  (``runner:last_seen:{tag}``, ``pairing.keys.ClusterKeyLayout``): two commands, as the
+  cluster layout needs, since the index shard is not in the runner's slot.
+- relay (pub/sub): a 200-byte message published to a room's channel with one subscriber
+  holding it: PUBLISH on one Redis, SPUBLISH on the shard owning ``gateway:room:{room}`` in
+  the cluster. Only the delivery: the relay's seq-and-hold script (``pairing.relay``), which
+  publishes from inside, is not measured here.
+
+Every process started here is recorded by pid and stopped by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+
+from bench.procs import cpu_seconds, free_port
+from pairing import keys
+from pairing.runners import RunnerRegistry
+from pairing.scripts import NOW_MS, Script
+from pairing.store import connect
+from pairing.store.cluster import cluster_client
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Seconds of idle measured before each run, to take the servers' background CPU off.
+IDLE_S = 2.0
+MARK_BEGIN = "<!-- bench.cluster:begin -->"
+MARK_END = "<!-- bench.cluster:end -->"
+
+#: The cluster heartbeat's first step: the owned-beat of ``pairing.runners`` without the
+#: index entry, returning the time written (0 when taken over) for the second step.
+_CLUSTER_BEAT = (
+    NOW_MS
+    + """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then return 0 end
+if not owner then redis.call('SET', KEYS[1], ARGV[1]) end
+redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[2])
+return now
+"""
+)
+
+
+@dataclass
+class Server:
+    port: int
+    args: tuple[str, ...] = ()
+    proc: subprocess.Popen[bytes] | None = None
+    workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="bench-redis-"))
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "redis-server"
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                *("--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
+                *("--appendonly", "no", "--dir", self.workdir, *self.args),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _cluster_node() -> Server:
+    return Server(
+        free_port(),
+        (
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-port",
+            str(free_port()),
+            "--repl-diskless-sync-delay",
+            "0",
+        ),
+    )
+
+
+async def _start_cluster(nodes: list[Server]) -> RedisCluster:
+    for node in nodes:
+        node.start()
+    create = [
+        *("redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes)),
+        *("--cluster-replicas", "1", "--cluster-yes"),
+    ]
+    await asyncio.to_thread(
+        subprocess.run,
+        create,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
+    deadline = time.monotonic() + 30
+    while True:
+        client = cluster_client(url, max_connections=512)
+        try:
+            await client.initialize()
+            info = await client.cluster_info()
+            if info.get("cluster_state") == "ok" and len(client.get_primaries()) == 3:
+                return client
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+        await client.aclose()
+        await asyncio.sleep(0.2)
+
+
+@dataclass
+class Result:
+    name: str
+    ops: int
+    #: CPU seconds per server, by role, across the ops.
+    cpu: dict[str, float]
+
+    def per_op_us(self, role_prefix: str = "") -> float:
+        total = sum(v for k, v in self.cpu.items() if k.startswith(role_prefix))
+        return total / self.ops * 1e6
+
+
+def _cpu(servers: dict[str, Server]) -> dict[str, float]:
+    return {name: cpu_seconds(s.pid) for name, s in servers.items()}
+
+
+async def _measure(name: str, servers: dict[str, Server], ops: int, work: Any) -> Result:
+    # Idle CPU (serverCron, the cluster bus, replication pings) is measured first and
+    # taken off in proportion to the time the work took.
+    idle_start, t0 = _cpu(servers), time.monotonic()
+    await asyncio.sleep(IDLE_S)
+    idle_end, t1 = _cpu(servers), time.monotonic()
+    idle_rate = {k: (idle_end[k] - idle_start[k]) / (t1 - t0) for k in servers}
+    before, t2 = _cpu(servers), time.monotonic()
+    await work()
+    await asyncio.sleep(0.3)  # replicas apply the last writes
+    after, t3 = _cpu(servers), time.monotonic()
+    return Result(
+        name,
+        ops,
+        {k: max(0.0, after[k] - before[k] - idle_rate[k] * (t3 - t2)) for k in servers},
+    )
+
+
+async def _in_batches(calls: list[Any], width: int = 200) -> None:
+    for i in range(0, len(calls), width):
+        await asyncio.gather(*(c() for c in calls[i : i + width]))
+
+
+async def _drain(port: int, command: bytes, stop: asyncio.Event) -> None:
+    """A subscriber that reads and discards what it is sent, as a gateway's listener would."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(command)
+    await writer.drain()
+    while not stop.is_set():
+        try:
+            data = await asyncio.wait_for(reader.read(65536), 0.2)
+        except TimeoutError:
+            continue
+        if not data:
+            break
+    writer.close()
+
+
+def _resp(*parts: str) -> bytes:
+    out = [f"*{len(parts)}\r\n".encode()]
+    for p in parts:
+        b = p.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+async def run_single(
+    runners: int, rounds: int, messages: int, rooms: int, *, pipelined: bool = True
+) -> list[Result]:
+    """One Redis through the gateway's pipelined link or, to tell batching from sharding
+    apart, through redis-py's plain pooled client (one command per write, as the cluster
+    client sends them)."""
+    server = Server(free_port())
+    server.start()
+    servers = {"single": server}
+    try:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        client = connect(url) if pipelined else Redis.from_url(url, max_connections=512)
+        registry = RunnerRegistry(client)
+        await registry.load_scripts()
+        ids = [f"runner-{i}" for i in range(runners)]
+        await _in_batches([lambda r=r: registry.claim(r, "conn") for r in ids])
+        calls = [lambda r=r: registry.heartbeat(r, "conn") for _ in range(rounds) for r in ids]
+        results = [await _measure("heartbeat", servers, len(calls), lambda: _in_batches(calls))]
+
+        stop = asyncio.Event()
+        channels = [keys.room_channel(f"runner:r{i}") for i in range(rooms)]
+        drain = asyncio.create_task(_drain(server.port, _resp("SUBSCRIBE", *channels), stop))
+        await asyncio.sleep(0.3)
+        payload = "x" * 200
+        pubs = [lambda c=channels[i % rooms]: client.publish(c, payload) for i in range(messages)]
+        results.append(await _measure("relay", servers, len(pubs), lambda: _in_batches(pubs)))
+        stop.set()
+        await drain
+        await client.aclose()
+        return results
+    finally:
+        server.stop()
+
+
+async def run_cluster(runners: int, rounds: int, messages: int, rooms: int) -> list[Result]:
+    nodes = [_cluster_node() for _ in range(6)]
+    try:
+        client = await _start_cluster(nodes)
+        by_port = {n.port: n for n in nodes}
+        primaries = sorted(client.get_primaries(), key=lambda n: n.port)
+        servers = {f"master{i}": by_port[p.port] for i, p in enumerate(primaries)}
+        replicas = [n for n in nodes if n.port not in {p.port for p in primaries}]
+        servers.update({f"replica{i}": n for i, n in enumerate(replicas)})
+        layout = keys.CLUSTER
+        beat = Script(client, _CLUSTER_BEAT)  # type: ignore[arg-type]
+        ids = [f"runner-{i}" for i in range(runners)]
+
+        async def heartbeat(runner: str) -> None:
+            now = await beat([layout.owner(runner), layout.heartbeat(runner)], ["conn", 60000])
+            if now:
+                await client.zadd(layout.last_seen(runner), {runner: int(now)})
+
+        await _in_batches([lambda r=r: heartbeat(r) for r in ids])
+        calls = [lambda r=r: heartbeat(r) for _ in range(rounds) for r in ids]
+        results = [await _measure("heartbeat", servers, len(calls), lambda: _in_batches(calls))]
+
+        stop = asyncio.Event()
+        channels = [layout.room_channel(f"runner:r{i}") for i in range(rooms)]
+        drains = []
+        for primary in primaries:
+            mine = [c for c in channels if client.get_node_from_key(c) is primary]
+            # One SSUBSCRIBE per slot: a command's channels must share a slot.
+            command = b"".join(_resp("SSUBSCRIBE", c) for c in mine)
+            if mine:
+                drains.append(asyncio.create_task(_drain(primary.port, command, stop)))
+        await asyncio.sleep(0.3)
+        payload = "x" * 200
+        pubs = [
+            lambda c=channels[i % rooms]: client.execute_command("SPUBLISH", c, payload)
+            for i in range(messages)
+        ]
+        results.append(await _measure("relay", servers, len(pubs), lambda: _in_batches(pubs)))
+        stop.set()
+        await asyncio.gather(*drains)
+        # Where the keys sit: the runners' keys over the masters.
+        spread = {}
+        for i, primary in enumerate(primaries):
+            spread[f"master{i}"] = int(await client.dbsize(target_nodes=primary))
+        results.append(Result("keys", runners, {k: float(v) for k, v in spread.items()}))
+        assert {key_slot(c.encode()) for c in channels}  # rooms hash by their tag
+        await client.aclose()
+        return results
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+_LABELS = {"heartbeat": "heartbeat", "relay": "relay (pub/sub delivery only)"}
+
+
+def render(
+    single: list[Result], plain: list[Result], cluster: list[Result], args: argparse.Namespace
+) -> str:
+    s = {r.name: r for r in single}
+    p = {r.name: r for r in plain}
+    c = {r.name: r for r in cluster}
+    lines = [
+        MARK_BEGIN,
+        "## Redis Cluster: Redis CPU per operation, one Redis beside 3 masters",
+        "",
+        f"`make bench-cluster` ({args.runners} runners x {args.rounds} heartbeats; "
+        f"{args.messages} relayed messages of 200 bytes over {args.rooms} rooms, one "
+        "subscriber each; CPU of each redis-server from /proc, per operation). The cluster "
+        "has 3 masters and 3 replicas; the replicas' CPU is shown apart. Each server's idle "
+        "CPU (measured for 2 s before each run) is taken off.",
+        "",
+        '"One Redis" is the gateway\'s pipelined link (many commands per write); "one '
+        "Redis, unbatched\" is redis-py's pooled client, one command per write, which is "
+        "how redis-py's cluster client sends them: the difference between those two columns "
+        "is batching, the rest is the cluster.",
+        "",
+        "| operation | one Redis µs/op | one Redis, unbatched µs/op | cluster masters µs/op "
+        "(sum) | per master µs/op | replicas µs/op (sum) |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for name in ("heartbeat", "relay"):
+        masters = sorted(k for k in c[name].cpu if k.startswith("master"))
+        per = " / ".join(f"{c[name].cpu[m] / c[name].ops * 1e6:.1f}" for m in masters)
+        lines.append(
+            f"| {_LABELS[name]} | {s[name].per_op_us():.1f} | {p[name].per_op_us():.1f} | "
+            f"{c[name].per_op_us('master'):.1f} | "
+            f"{per} | {c[name].per_op_us('replica'):.1f} |"
+        )
+    keys_row = c["keys"].cpu
+    lines += [
+        "",
+        "Keys per master after the run: "
+        + ", ".join(f"{k} {int(v)}" for k, v in sorted(keys_row.items()))
+        + ".",
+        "",
+        MARK_END,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_section(text: str, path: Path) -> None:
+    """Replace this benchmark's section of docs/benchmarks.md (or append it)."""
+    doc = path.read_text()
+    if MARK_BEGIN in doc and MARK_END in doc:
+        head, _, rest = doc.partition(MARK_BEGIN)
+        _, _, tail = rest.partition(MARK_END)
+        doc = head + text.rstrip("\n") + tail
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    path.write_text(doc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__)
+    parser.add_argument("--runners", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--rooms", type=int, default=200)
+    parser.add_argument("--no-docs", action="store_true", help="print, do not write docs")
+    args = parser.parse_args(argv)
+    single = asyncio.run(run_single(args.runners, args.rounds, args.messages, args.rooms))
+    plain = asyncio.run(
+        run_single(args.runners, args.rounds, args.messages, args.rooms, pipelined=False)
+    )
+    cluster = asyncio.run(run_cluster(args.runners, args.rounds, args.messages, args.rooms))
+    text = render(single, plain, cluster, args)
+    print(text)
+    if not args.no_docs:
+        write_section(text, ROOT / "docs" / "benchmarks.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

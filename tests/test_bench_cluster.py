@@ -1,0 +1,46 @@
+"""bench/cluster.py: a tiny run on its own servers, and its section of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from bench import cluster
+
+
+async def test_a_tiny_run_measures_both_stores_and_spreads_keys_over_the_masters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cluster, "IDLE_S", 0.2)
+    single = await cluster.run_single(runners=50, rounds=2, messages=200, rooms=10)
+    plain = await cluster.run_single(runners=50, rounds=2, messages=200, rooms=10, pipelined=False)
+    assert [r.ops for r in plain] == [r.ops for r in single]
+    sharded = await cluster.run_cluster(runners=50, rounds=2, messages=200, rooms=10)
+    assert [r.name for r in single] == ["heartbeat", "relay"]
+    assert [r.name for r in sharded] == ["heartbeat", "relay", "keys"]
+    assert single[0].ops == sharded[0].ops == 100
+    assert set(sharded[0].cpu) == {f"master{i}" for i in range(3)} | {
+        f"replica{i}" for i in range(3)
+    }
+    per_master = sharded[2].cpu
+    assert len(per_master) == 3 and all(count > 0 for count in per_master.values())
+    # Two keys per runner, plus the sweeper's index shards that got an entry.
+    assert 100 < sum(per_master.values()) <= 100 + 16
+
+    args = argparse.Namespace(runners=50, rounds=2, messages=200, rooms=10)
+    text = cluster.render(single, plain, sharded, args)
+    assert text.startswith(cluster.MARK_BEGIN) and cluster.MARK_END in text
+    assert "| heartbeat |" in text and "| relay (pub/sub delivery only) |" in text
+
+
+def test_the_section_is_replaced_in_place(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nmain part\n")
+    cluster.write_section(f"{cluster.MARK_BEGIN}\nfirst\n{cluster.MARK_END}\n", doc)
+    cluster.write_section(f"{cluster.MARK_BEGIN}\nsecond\n{cluster.MARK_END}\n", doc)
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\nmain part\n")
+    assert "second" in text and "first" not in text
+    assert text.count(cluster.MARK_BEGIN) == 1
