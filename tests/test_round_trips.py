@@ -382,6 +382,30 @@ async def test_a_relayed_message_is_one_round_trip(
         await app.close()
 
 
+@pytest.mark.parametrize("replicas", [1, 2])
+async def test_a_resize_is_one_round_trip(
+    replicas: int, start_gateway: Callable[..., Any], monitor: CommandMonitor
+) -> None:
+    """app:resize: the pairing-status script, plus a PUBLISH when the runner is elsewhere."""
+    quiet = {"sweep_interval_s": 60}
+    gw_a = await start_gateway(quiet)
+    gw_b = gw_a if replicas == 1 else await start_gateway(quiet)
+    runner, app = Client(reconnection=False), Client(reconnection=False)
+    try:
+        await runner.connect(gw_a.url)
+        await app.connect(gw_b.url, auth={"appSessionId": "round-trip-size-0123456789"})
+        await pair(app, runner, "r-rt-size")
+        size = {"cols": 90, "rows": 30}
+        _, commands = await monitor.commands(gw_a.app[STORE], lambda: app.call("app:resize", size))
+        expected = ["EVALSHA"] if replicas == 1 else ["EVALSHA", "PUBLISH"]
+        assert [c.name for c in commands if c.name != "PING"] == expected, commands
+        got = await runner.next("terminal:resize")
+        assert got == {"appSessionId": "round-trip-size-0123456789", **size}
+    finally:
+        await runner.close()
+        await app.close()
+
+
 async def test_noscript_is_recovered_by_reloading(
     services: Services, monitor: CommandMonitor, redis: Redis
 ) -> None:
