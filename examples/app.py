@@ -159,7 +159,7 @@ class Terminal:
                 say(f"paired with runner {ack['runnerId']} as app {ack['appSessionId']}")
                 say("escape sequence: ~. at the start of a line")
             self.paired = True
-            tty.setraw(self.stdin)
+            tty.setraw(self.stdin, termios.TCSANOW)  # keys typed ahead are kept, and sent
             loop.add_reader(self.stdin, self._typed)
             loop.add_signal_handler(signal.SIGWINCH, self._window_changed)
             for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):

@@ -185,7 +185,8 @@ async def test_a_10_mib_cat_arrives_byte_exact(
     await tmux.wait_for(r"^local\$")
     # The app's output also goes to a file (tee); its tty is still the pane.
     await tmux.type(app_command(gateway.url, code, f" | tee {received}"))
-    await tmux.wait_for(r"\$ $")  # (tee's copy of the app's first lines may lack a CR)
+    await tmux.wait_for(r"^paired with runner ")
+    await tmux.wait_for(r"^ *\$ $")  # (tee's copy of the app's first lines may lack a CR)
     outputs_before = await runner_outputs(gateway)
     # -opost: the pty sends the file's newlines as they are (no CR added).
     await tmux.type(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import secrets
 import shutil
@@ -18,6 +20,7 @@ class Tmux:
         self.base = [binary, "-L", f"pg-test-{secrets.token_hex(6)}", "-f", "/dev/null"]
         self.cols, self.rows = cols, rows
         self.target = "t"
+        self.socket_path = ""
 
     async def tmux(self, *args: str) -> str:
         proc = await asyncio.create_subprocess_exec(
@@ -37,6 +40,7 @@ class Tmux:
             command,
         )  # fmt: skip
         await self.tmux("set-option", "-t", self.target, "status", "off")
+        self.socket_path = (await self.tmux("display-message", "-p", "#{socket_path}")).strip()
 
     async def keys(self, *keys: str) -> None:
         """tmux key names (``Enter``, ``C-c``) or, with ``literal``, text."""
@@ -96,3 +100,6 @@ class Tmux:
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         await proc.wait()
+        if self.socket_path:  # the server leaves its socket file behind
+            with contextlib.suppress(OSError):
+                os.unlink(self.socket_path)
