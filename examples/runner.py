@@ -10,6 +10,11 @@ Apps stay paired when the gateway kept the pairing (a replica that stopped or cr
 runner back within the heartbeat timeout); a runner whose disconnect the gateway saw, or
 that stayed away too long, was unpaired and its apps pair again with the new code.
 
+On first start it makes a runnerKey (a random secret, in a file of mode 0600 under
+``$XDG_STATE_HOME/pairing-runner/``, or ``--key-file``) and sends it with every
+registration: the gateway binds the runnerId to it, so nobody else can take this runner over.
+Keep the file; if it is lost, an operator releases the id (``pairing-gateway runner release``).
+
 By default it only echoes what it receives. With ``--exec`` it runs each input as a shell
 command and sends back the output. With ``--pty`` it is a remote terminal: each paired app
 gets a shell (``--shell``, default ``$SHELL``) in a pseudo-terminal of its own; its
@@ -44,11 +49,13 @@ import hashlib
 import hmac
 import os
 import random
+import secrets
 import shlex
 import signal
 import socket
 import struct
 import termios
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -57,6 +64,29 @@ import socketio
 
 def say(*parts: Any) -> None:
     print(*parts, flush=True)
+
+
+def load_key(path: Path) -> str:
+    """This runner's key: read from ``path``, or made there (mode 0600) on first start."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)  # 256 bits, 43 chars of the runnerKey alphabet
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process of this runner made it meanwhile
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    say(f"made a new runner key in {path}")
+    return key
+
+
+def default_key_file(runner_id: str) -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "pairing-runner" / f"{runner_id}.key"
 
 
 async def answer(args: argparse.Namespace, data: Any) -> Any:
@@ -359,7 +389,7 @@ async def _session(args: argparse.Namespace, sio: socketio.AsyncClient) -> bool:
         return False
     tasks: list[asyncio.Task[None]] = []
     try:
-        payload: dict[str, Any] = {"runnerId": args.runner_id}
+        payload: dict[str, Any] = {"runnerId": args.runner_id, "runnerKey": args.key}
         if terminals is not None and terminals.resume_from():
             # Resume: the inputs the gateway holds after these come first.
             payload["lastSeq"] = terminals.resume_from()
@@ -432,6 +462,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--code", help="propose this pairing code (default: the gateway's)")
     parser.add_argument("--secret", help="the gateway's auth.runner_secret, if it has one")
     parser.add_argument(
+        "--key-file",
+        type=Path,
+        help="this runner's key (made on first start; default "
+        "$XDG_STATE_HOME/pairing-runner/<runner-id>.key)",
+    )
+    parser.add_argument(
         "--exec", action="store_true", help="run inputs as shell commands (trusted apps only)"
     )
     parser.add_argument(
@@ -450,6 +486,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run() -> None:
     args = parse_args()
+    args.key = load_key(args.key_file or default_key_file(args.runner_id))
 
     async def guarded() -> None:
         task = asyncio.current_task()

@@ -28,6 +28,7 @@ from pairing import (
     PairingHistoryService,
     PairingSessionService,
     RateLimitService,
+    RunnerRegistration,
     RunnerRegistry,
 )
 from pairing.relay import RelayService
@@ -78,6 +79,16 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
     gateway = PairingGateway(
         sessions=sessions,
         runners=runners,
+        registration=RunnerRegistration(
+            store,
+            code_ttl_s=settings.pairing_code.ttl_s,
+            heartbeat_ttl_s=hb.ttl_s,
+            key_ttl_s=settings.auth.runner_key_ttl_s,
+            require_key=settings.auth.require_runner_key,
+            limit=settings.rate_limit.registrations,
+            window_s=settings.rate_limit.window_s,
+            history_max_len=settings.history.max_len,
+        ),
         codes=PairingCodeService(
             store, ttl_s=settings.pairing_code.ttl_s, heartbeat_timeout_s=hb.timeout_s
         ),
@@ -184,6 +195,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             for service in (
                 gateway.sessions,
                 gateway.runners,
+                gateway.registration,
                 gateway.codes,
                 gateway.rate_limit,
                 gateway.relay,

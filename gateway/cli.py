@@ -1,4 +1,9 @@
-"""``pairing-gateway [--config PATH] [--host H] [--port P] [--redis-url URL]``."""
+"""``pairing-gateway [--config PATH] [--host H] [--port P] [--redis-url URL]``.
+
+Operator commands share the name: ``pairing-gateway runner release <runnerId>`` (with
+``--config`` / ``--redis-url``) forgets a runnerId's key binding. The server's own command
+line is unchanged: only a first positional word ``runner`` selects the operator command.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +21,17 @@ from gateway.logs import setup_logging
 log = logging.getLogger("gateway")
 
 
+#: Options of the server's command line that take a value (to find the first positional).
+_VALUE_OPTIONS = {"--config", "--host", "--port", "--redis-url"}
+RUNNER_COMMAND = "runner"
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="pairing-gateway",
         description="Socket.IO pairing gateway for mobile apps and runner daemons.",
+        epilog="Operator command: pairing-gateway runner release [--config PATH] "
+        "[--redis-url URL] RUNNER_ID forgets a runnerId's runnerKey binding.",
     )
     parser.add_argument("--config", metavar="PATH", help="YAML config file (config.yaml)")
     parser.add_argument("--host", help="address to listen on")
@@ -40,9 +52,30 @@ def load(argv: Sequence[str] | None = None) -> Settings:
     )
 
 
+def _first_positional(argv: Sequence[str]) -> int | None:
+    """Index of the first word that is neither an option nor an option's value."""
+    skip = False
+    for i, token in enumerate(argv):
+        if skip:
+            skip = False
+        elif token == "--":
+            return i + 1 if i + 1 < len(argv) else None
+        elif token in _VALUE_OPTIONS:
+            skip = True
+        elif not token.startswith("-"):
+            return i
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    at = _first_positional(args)
+    if at is not None and args[at] == RUNNER_COMMAND:
+        from gateway.operator import runner_command
+
+        return runner_command(args[:at] + args[at + 1 :])
     try:
-        settings = load(argv)
+        settings = load(args)
     except ConfigError as exc:
         print(f"pairing-gateway: {exc}", file=sys.stderr)
         return 2

@@ -37,10 +37,16 @@ class PairingCode(msgspec.Struct, forbid_unknown_fields=True):
 class RateLimit(msgspec.Struct, forbid_unknown_fields=True):
     pair_failures: PositiveInt = 5
     window_s: PositiveFloat = 60.0
+    #: runner:register attempts (any outcome) allowed per window, per client address.
+    registrations: PositiveInt = 60
 
 
 class Auth(msgspec.Struct, forbid_unknown_fields=True):
     runner_secret: str | None = None
+    #: Refuse runner:register without a runnerKey.
+    require_runner_key: bool = False
+    #: How long a runnerId stays bound to its key after its last successful registration.
+    runner_key_ttl_s: PositiveFloat = 2_592_000.0
 
 
 class SocketIO(msgspec.Struct, forbid_unknown_fields=True):

@@ -44,7 +44,6 @@ from gateway.protocol import (
 )
 from pairing import (
     AppPairingService,
-    CodeTakenError,
     HistoryEvent,
     NewEntry,
     PairingCodeService,
@@ -52,6 +51,10 @@ from pairing import (
     PairingSessionService,
     PairStatus,
     RateLimitService,
+    RefusalReason,
+    Registration,
+    RegistrationStatus,
+    RunnerRegistration,
     RunnerRegistry,
     StaleRunner,
 )
@@ -110,6 +113,14 @@ class GatewayOptions:
     store_timeout_s: float = 3.0
 
 
+#: UNAUTHORIZED messages, for people (the runner's operator reads them in its log).
+_REFUSALS = {
+    RefusalReason.BAD_TOKEN: "token does not match runnerId",
+    RefusalReason.KEY_MISSING: "this runnerId is bound to a runnerKey; present it",
+    RefusalReason.KEY_MISMATCH: "this runnerId is bound to a different runnerKey",
+    RefusalReason.KEY_REQUIRED: "this gateway requires a runnerKey",
+}
+
 Handler = Callable[[Conn, tuple[Any, ...]], Awaitable[Ack]]
 
 
@@ -121,6 +132,7 @@ class PairingGateway:
         *,
         sessions: PairingSessionService,
         runners: RunnerRegistry,
+        registration: RunnerRegistration,
         codes: PairingCodeService,
         rate_limit: RateLimitService,
         history: PairingHistoryService,
@@ -133,6 +145,7 @@ class PairingGateway:
     ) -> None:
         self.sessions = sessions
         self.runners = runners
+        self.registration = registration
         self.codes = codes
         self.rate_limit = rate_limit
         self.history = history
@@ -415,13 +428,17 @@ class PairingGateway:
         if conn.role is Role.APP:
             raise GatewayError(ErrorCode.WRONG_ROLE, "this connection is an app")
         runner_id = payload.runner_id
-        self._check_token(runner_id, payload.token)
-        try:  # first, so that CODE_TAKEN leaves everything as it was
-            code = await self.codes.register(runner_id, payload.pairing_code)
-        except CodeTakenError:
-            raise GatewayError(
-                ErrorCode.CODE_TAKEN, "that pairing code is in use by another runner"
-            ) from None
+        reg = await self.registration.register(
+            runner_id,
+            conn.conn_id,
+            address=conn.address,
+            code=payload.pairing_code,
+            runner_key=payload.runner_key,
+            token_ok=self._token_ok(runner_id, payload.token),
+        )
+        if reg.status is not RegistrationStatus.REGISTERED:
+            raise self._refusal(runner_id, conn, reg)
+        assert reg.code is not None and reg.expires_at is not None
         if conn.runner_id is not None and conn.runner_id != runner_id:
             await self.fanout.leave(conn.sid, room_for_runner(conn.runner_id))
             await self._release_runner(conn.runner_id, conn.conn_id)
@@ -430,7 +447,6 @@ class PairingGateway:
         if resume and conn.held_back is None:
             conn.held_back = []  # live input waits until the held input is replayed
         try:
-            previous_owner = await self.runners.claim(runner_id, conn.conn_id)
             if conn.role is not Role.RUNNER:
                 conn.role = Role.RUNNER
                 self.metrics.connected_runners.inc()
@@ -438,7 +454,7 @@ class PairingGateway:
             room = room_for_runner(runner_id)
             conn.room = room
             waiter = await self.fanout.join(conn.sid, room, confirm=bool(resume))
-            if previous_owner is not None and previous_owner != conn.conn_id:
+            if reg.previous_owner is not None and reg.previous_owner != conn.conn_id:
                 await self.fanout.evict(room, conn.sid)
             if waiter is not None:
                 await waiter  # input published for this runner reaches us from here on
@@ -452,18 +468,35 @@ class PairingGateway:
         return {
             "success": True,
             "runnerId": runner_id,
-            "pairingCode": payload.pairing_code or code.code,
-            "expiresAt": code.expires_at,
+            "pairingCode": payload.pairing_code or reg.code,
+            "expiresAt": reg.expires_at,
             "heartbeatIntervalMs": int(self.options.heartbeat_interval_s * 1000),
         }
 
-    def _check_token(self, runner_id: str, token: str | None) -> None:
+    def _refusal(self, runner_id: str, conn: Conn, reg: Registration) -> GatewayError:
+        """The error ack of a refused registration; nothing was changed in the store."""
+        if reg.status is RegistrationStatus.RATE_LIMITED:
+            return GatewayError(
+                ErrorCode.RATE_LIMITED, "too many runner registrations from this address"
+            )
+        if reg.status is RegistrationStatus.CODE_TAKEN:
+            return GatewayError(
+                ErrorCode.CODE_TAKEN, "that pairing code is in use by another runner"
+            )
+        reason = reg.reason or RefusalReason.BAD_TOKEN
+        self.metrics.registrations_refused.labels(reason.value.lower()).inc()
+        log.warning(
+            "runner registration refused",
+            extra={"runnerId": runner_id, "address": conn.address, "reason": reason.value},
+        )
+        return GatewayError(ErrorCode.UNAUTHORIZED, _REFUSALS[reason])
+
+    def _token_ok(self, runner_id: str, token: str | None) -> bool:
         secret = self.options.runner_secret
         if secret is None:
-            return
+            return True
         expected = hmac.new(secret.encode(), runner_id.encode(), hashlib.sha256).hexdigest()
-        if token is None or not hmac.compare_digest(token.lower().encode(), expected.encode()):
-            raise GatewayError(ErrorCode.UNAUTHORIZED, "token does not match runnerId")
+        return token is not None and hmac.compare_digest(token.lower().encode(), expected.encode())
 
     def _registered_runner(self, conn: Conn) -> str:
         if conn.role is not Role.RUNNER or conn.runner_id is None:

@@ -71,6 +71,13 @@ class Metrics:
             "Connections whose transport was cut for having too much output waiting",
             registry=r,
         )
+        self.registrations_refused = Counter(
+            "gateway_runner_registrations_refused_total",
+            "runner:register refused UNAUTHORIZED (takeover attempts of a bound runnerId, "
+            "missing keys, bad tokens), by reason",
+            ["reason"],
+            registry=r,
+        )
         self._event_children: dict[tuple[str, str], Any] = {}
         self._latency_children: dict[str, Any] = {}
 

@@ -11,6 +11,7 @@ import msgspec
 RUNNER_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}\Z"
 APP_SESSION_ID_PATTERN = r"^[A-Za-z0-9_\-]{16,128}\Z"
 PAIRING_CODE_PATTERN = r"^[A-Za-z0-9\-]{4,32}\Z"
+RUNNER_KEY_PATTERN = r"^[A-Za-z0-9_\-.~+/=]{22,256}\Z"
 
 RunnerId = Annotated[str, msgspec.Meta(pattern=RUNNER_ID_PATTERN)]
 AppSessionId = Annotated[str, msgspec.Meta(pattern=APP_SESSION_ID_PATTERN)]
@@ -20,6 +21,7 @@ LAST_SEQ_MAX = 2**63 - 1
 Seq = Annotated[int, msgspec.Meta(ge=0, le=LAST_SEQ_MAX)]
 #: Most apps one runner:register may resume (each costs a Redis round trip).
 MAX_RESUMED_APPS = 256
+RunnerKey = Annotated[str, msgspec.Meta(pattern=RUNNER_KEY_PATTERN)]
 
 T = TypeVar("T")
 
@@ -78,6 +80,8 @@ class RegisterPayload(msgspec.Struct, rename="camel"):
     last_seq: (
         Annotated[dict[AppSessionId, Seq], msgspec.Meta(max_length=MAX_RESUMED_APPS)] | None
     ) = None
+    #: The runner's own secret: the first registration with one binds the runnerId to it.
+    runner_key: RunnerKey | None = None
 
 
 class HeartbeatPayload(msgspec.Struct, rename="camel"):

@@ -16,6 +16,12 @@ from pairing.codes import (
 from pairing.history import HistoryEntry, HistoryEvent, NewEntry, PairingHistoryService
 from pairing.models import PairingSession
 from pairing.ratelimit import RateLimitService
+from pairing.registration import (
+    RefusalReason,
+    Registration,
+    RegistrationStatus,
+    RunnerRegistration,
+)
 from pairing.runners import RunnerRegistry, StaleRunner
 from pairing.session import PairingSessionService, SessionStatus
 from pairing.store import connect
@@ -36,7 +42,11 @@ __all__ = [
     "RateLimitService",
     "RedeemResult",
     "RedeemStatus",
+    "RefusalReason",
     "RegisteredCode",
+    "Registration",
+    "RegistrationStatus",
+    "RunnerRegistration",
     "RunnerRegistry",
     "SessionStatus",
     "StaleRunner",

@@ -24,20 +24,31 @@ class CodeTakenError(Exception):
     """The proposed code is live and held by another runner."""
 
 
+#: Give ``runner`` the code ``code``, revoking its previous one; returns {'taken', 0} before
+#: writing anything when another runner holds the code. Expects locals ``runner``, ``code``,
+#: ``code_key``, ``runner_code_key``, ``code_ttl`` (ms) and ``code_prefix``.
+SET_CODE = """
+local holder = redis.call('GET', code_key)
+if holder and holder ~= runner then return {'taken', 0} end
+local old = redis.call('GET', runner_code_key)
+if old and old ~= code then
+  local old_key = code_prefix .. old
+  if redis.call('GET', old_key) == runner then redis.call('DEL', old_key) end
+end
+redis.call('SET', code_key, runner, 'PX', code_ttl)
+redis.call('SET', runner_code_key, code, 'PX', code_ttl)
+"""
+
 #: KEYS: code key, runner-code key. ARGV: runner, CODE, ttl ms, code prefix.
 #: Returns {'taken'} or {'ok', expiresAt}.
 _REGISTER = (
     NOW_MS
     + """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return {'taken', 0} end
-local old = redis.call('GET', KEYS[2])
-if old and old ~= ARGV[2] then
-  local old_key = ARGV[4] .. old
-  if redis.call('GET', old_key) == ARGV[1] then redis.call('DEL', old_key) end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+local runner, code, code_key, runner_code_key = ARGV[1], ARGV[2], KEYS[1], KEYS[2]
+local code_ttl, code_prefix = ARGV[3], ARGV[4]
+"""
+    + SET_CODE
+    + """
 return {'ok', string.format('%.0f', now + tonumber(ARGV[3]))}
 """
 )

@@ -22,6 +22,10 @@ class HistoryEvent(StrEnum):
     RUNNER_DISCONNECTED = "runner_disconnected"
     RUNNER_OFFLINE = "runner_offline"
     PAIR_FAILED = "pair_failed"
+    #: runner:register refused UNAUTHORIZED (a key or token that does not match); has address.
+    REGISTER_REFUSED = "register_refused"
+    #: An operator released a runnerId's key binding (``pairing-gateway runner release``).
+    RUNNER_KEY_RELEASED = "runner_key_released"
 
 
 #: Lua: ``record(field, value, ...)`` appends one entry to ``history_key``, trimmed to about
@@ -85,6 +89,8 @@ class HistoryEntry(msgspec.Struct, frozen=True):
     app_session_id: str | None = None
     runner_id: str | None = None
     reason: str | None = None
+    #: The client address, on entries about a client that is not paired (refused registers).
+    address: str | None = None
 
 
 _SCAN_PAGE = 500
@@ -111,8 +117,11 @@ class PairingHistoryService:
         app_session_id: str | None = None,
         runner_id: str | None = None,
         reason: str | None = None,
+        address: str | None = None,
     ) -> str:
         fields = entry_fields(event, app_session_id, runner_id, reason)
+        if address is not None:
+            fields["address"] = address
         entry_id = await self.redis.xadd(
             self.stream,
             fields,  # type: ignore[arg-type]
@@ -183,4 +192,5 @@ def _entry(
         app_session_id=fields.get("appSessionId"),
         runner_id=fields.get("runnerId"),
         reason=fields.get("reason"),
+        address=fields.get("address"),
     )

@@ -16,6 +16,8 @@ HEARTBEAT_PREFIX = "runner:heartbeat:"
 #: without scanning the keyspace.
 RUNNER_LAST_SEEN = "runner:last_seen"
 OWNER_PREFIX = "runner:owner:"
+#: SHA-256 (hex) of the runnerKey a runnerId is bound to; TTL auth.runner_key_ttl_s.
+RUNNER_KEY_PREFIX = "runner:key:"
 CODE_PREFIX = "pairing:code:"
 RUNNER_CODE_PREFIX = "pairing:runner_code:"
 RATE_LIMIT_PREFIX = "ratelimit:"
@@ -39,6 +41,10 @@ def heartbeat(runner_id: str) -> str:
 
 def owner(runner_id: str) -> str:
     return OWNER_PREFIX + runner_id
+
+
+def runner_key(runner_id: str) -> str:
+    return RUNNER_KEY_PREFIX + runner_id
 
 
 def code(pairing_code: str) -> str:

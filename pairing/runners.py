@@ -19,14 +19,24 @@ redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[3])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 """
 
+#: Make ``conn`` the owner of ``runner`` and record a heartbeat at ``now``. Expects locals
+#: ``runner``, ``conn``, ``owner_key``, ``heartbeat_key``, ``last_seen_key``, ``heartbeat_ttl``
+#: (ms) and ``now``; leaves ``previous`` (the former owner, '' when none).
+CLAIM = """
+local previous = redis.call('GET', owner_key) or ''
+redis.call('SET', owner_key, conn)
+redis.call('SET', heartbeat_key, string.format('%.0f', now), 'PX', heartbeat_ttl)
+redis.call('ZADD', last_seen_key, now, runner)
+"""
+
 #: KEYS: owner, heartbeat, last_seen. ARGV: runner, conn, ttl ms. Returns previous owner or ''.
 _CLAIM = (
     NOW_MS
     + """
-local previous = redis.call('GET', KEYS[1]) or ''
-redis.call('SET', KEYS[1], ARGV[2])
+local runner, conn, heartbeat_ttl = ARGV[1], ARGV[2], ARGV[3]
+local owner_key, heartbeat_key, last_seen_key = KEYS[1], KEYS[2], KEYS[3]
 """
-    + _BEAT
+    + CLAIM
     + """
 return previous
 """

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +39,8 @@ class RunnerProcess:
             *extra,
         ]
         self.proc: asyncio.subprocess.Process | None = None
+        #: Where the runner keeps its key (XDG_STATE_HOME), never the user's own.
+        self.state_dir = tempfile.mkdtemp(prefix="runner-state-")
         self.lines: list[str] = []
         self._new_lines = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
@@ -51,6 +56,7 @@ class RunnerProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             cwd=ROOT,
+            env={**os.environ, "XDG_STATE_HOME": self.state_dir},
         )
         self._reader = asyncio.create_task(self._read())
 
@@ -119,6 +125,7 @@ class RunnerProcess:
                 await self.proc.wait()
         if self._reader is not None:
             await self._reader
+        shutil.rmtree(self.state_dir, ignore_errors=True)
         return self.proc.returncode
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import secrets
+import stat
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from pairing.store import connect
 from tests.example_procs import RunnerProcess, run_app
-from tests.gw_helpers import GatewayProcess
+from tests.gw_helpers import Client, GatewayProcess
 from tests.redis_proc import RedisProcess
 
 
@@ -79,3 +81,36 @@ async def test_runner_exec_mode_runs_the_command(gateway: GatewayProcess) -> Non
         assert out.splitlines()[-1] == "sum=42", out
     finally:
         assert await runner.stop() == 0, "\n".join(runner.lines)
+
+
+async def test_runner_makes_its_key_once_and_reuses_it(
+    gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    """The first start writes a 0600 key file and binds the runnerId; a keyless client is
+    refused the id; a restart of the runner reads the same key and registers again."""
+    runner_id = f"example-key-{secrets.token_hex(4)}"
+    key_file = tmp_path / "state" / "runner.key"
+    first = RunnerProcess(gateway.url, runner_id, "--key-file", str(key_file))
+    await first.start()
+    try:
+        await first.next_code()
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        key = key_file.read_text().strip()
+        assert len(key) >= 22
+        thief = Client(reconnection=False)
+        await thief.connect(gateway.url)
+        try:
+            ack = await thief.call("runner:register", {"runnerId": runner_id})
+            assert ack["error"] == "UNAUTHORIZED", ack
+        finally:
+            await thief.close()
+    finally:
+        assert await first.stop() == 0
+    second = RunnerProcess(gateway.url, runner_id, "--key-file", str(key_file))
+    await second.start()
+    try:
+        await second.next_code()  # registered: the bound id accepted the key it kept
+        assert key_file.read_text().strip() == key
+        assert not any("made a new runner key" in line for line in second.lines)
+    finally:
+        await second.stop()

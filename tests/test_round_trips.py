@@ -23,6 +23,7 @@ from pairing import (
     PairingHistoryService,
     PairingSessionService,
     RateLimitService,
+    RunnerRegistration,
     RunnerRegistry,
 )
 from pairing.relay import IN, OUT, Recipient, RelayService
@@ -45,6 +46,7 @@ class Services:
     history: PairingHistoryService
     relay: RelayService
     pairing: AppPairingService
+    registration: RunnerRegistration
 
     async def load_scripts(self) -> None:
         for svc in (
@@ -55,6 +57,7 @@ class Services:
             self.relay,
             self.history,
             self.pairing,
+            self.registration,
         ):
             await svc.load_scripts()
 
@@ -75,6 +78,7 @@ async def services(redis: Redis) -> Services:
         history,
         RelayService(redis),
         AppPairingService(redis, codes=codes, rate_limit=limits, history=history),
+        RunnerRegistration(redis),
     )
     await s.load_scripts()
     return s
@@ -101,6 +105,15 @@ async def _paired(s: Services) -> None:
     await s.sessions.create_session("a2", "r1")
     await s.codes.register("r1", "CODE-1")
     await s.history.record("paired", app_session_id="a1", runner_id="r1")
+
+
+RUNNER_KEY = "k" * 22
+
+
+async def _bound(s: Services) -> None:
+    """r1 as _paired, bound to RUNNER_KEY."""
+    await _paired(s)
+    await s.registration.register("r1", "c1", address="a", runner_key=RUNNER_KEY)
 
 
 async def _stale_runner(s: Services) -> None:
@@ -181,6 +194,24 @@ CASES: list[tuple[str, Setup, Call]] = [
     ("RunnerRegistry.owner", _paired, lambda s: s.runners.owner("r1")),
     ("RunnerRegistry.release", _paired, lambda s: s.runners.release("r1", "c1")),
     ("RunnerRegistry.sweep", _stale_runner, lambda s: s.runners.sweep()),
+    (
+        "RunnerRegistration.register (proposed code, key)",
+        _bound,
+        lambda s: s.registration.register(
+            "r1", "c2", address="a", code="CODE-2", runner_key=RUNNER_KEY
+        ),
+    ),
+    (
+        "RunnerRegistration.register (generated code, no key)",
+        _paired,
+        lambda s: s.registration.register("r1", "c2", address="a"),
+    ),
+    (
+        "RunnerRegistration.register (refused: wrong key)",
+        _bound,
+        lambda s: s.registration.register("r1", "c2", address="a", runner_key="x" * 22),
+    ),
+    ("RunnerRegistration.release_key", _bound, lambda s: s.registration.release_key("r1")),
     (
         "PairingCodeService.register (proposed code)",
         _paired,
@@ -352,6 +383,24 @@ async def test_the_measured_calls_did_their_work(
     result, _ = await measure(monitor, s, _paired, lambda s: s.pairing.unpair("a1"))
     assert result == "r1"
     assert [(e.event, e.reason) for e in await s.history.recent(1)] == [("unpaired", "APP_UNPAIR")]
+
+    result, _ = await measure(
+        monitor,
+        s,
+        _bound,
+        lambda s: s.registration.register("r1", "c2", address="a", runner_key=RUNNER_KEY),
+    )
+    assert result.status.value == "ok" and result.previous_owner == "c1"
+    result, _ = await measure(
+        monitor,
+        s,
+        _bound,
+        lambda s: s.registration.register("r1", "c2", address="a", runner_key="x" * 22),
+    )
+    assert result.status.value == "unauthorized"
+    assert await s.runners.owner("r1") == "c1"
+    released, _ = await measure(monitor, s, _bound, lambda s: s.registration.release_key("r1"))
+    assert released is True
 
 
 @pytest.mark.parametrize("replicas", [1, 2])
