@@ -36,13 +36,15 @@ def history(store: Redis) -> PairingHistoryService:
     return PairingHistoryService(store)
 
 
-def test_the_five_event_kinds() -> None:
+def test_the_event_kinds() -> None:
     assert {e.value for e in HistoryEvent} == {
         "paired",
         "unpaired",
         "runner_disconnected",
         "runner_offline",
         "pair_failed",
+        "register_refused",
+        "runner_key_released",
     }
     assert HistoryEvent.PAIRED == "paired"
     assert str(HistoryEvent.RUNNER_OFFLINE) == f"{HistoryEvent.RUNNER_OFFLINE}" == "runner_offline"
