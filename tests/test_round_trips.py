@@ -455,6 +455,44 @@ async def test_a_resize_is_one_round_trip(
         await app.close()
 
 
+async def test_runner_register_is_one_round_trip(
+    start_gateway: Callable[..., Any], monitor: CommandMonitor
+) -> None:
+    """runner:register through a gateway: one EVALSHA on the command connection, whether it
+    registers, renews with its key, is refused a bound id, or is rate limited; a takeover
+    adds the PUBLISH that evicts the older socket (here on the other replica, whose
+    disconnect handling is that replica's own commands)."""
+    config = {"sweep_interval_s": 60, "rate_limit": {"registrations": 4}}
+    gw_a, gw_b = await start_gateway(config), await start_gateway(config)
+    first, again, thief = (Client(reconnection=False) for _ in range(3))
+    key = {"runnerId": "r-reg", "runnerKey": RUNNER_KEY}
+    try:
+        await first.connect(gw_b.url)
+        await again.connect(gw_a.url)
+        await thief.connect(gw_a.url)
+        steps = [
+            (first, gw_b, key, True, ["EVALSHA"]),  # binds
+            (first, gw_b, key, True, ["EVALSHA"]),  # same socket, renews
+            (thief, gw_a, {"runnerId": "r-reg"}, False, ["EVALSHA"]),  # refused: no key
+            (again, gw_a, key, True, ["EVALSHA", "PUBLISH"]),  # takes over, evicts ``first``
+            (again, gw_a, key, False, ["EVALSHA"]),  # the 5th attempt: RATE_LIMITED
+        ]
+        for client, gw, payload, ok, expected in steps:
+            ack, commands = await monitor.commands(
+                gw.app[STORE], lambda c=client, p=payload: c.call("runner:register", p)
+            )
+            assert ("success" in ack) is ok, ack
+            # this replica's command connection only: joining the room subscribes on the
+            # pub/sub connection, and the evicted socket's replica has its own connections
+            own = commands[0].source
+            sent = [c.name for c in commands if c.source == own and c.name != "PING"]
+            assert sent == expected, "; ".join(f"{c.source} {c.args[:4]}" for c in commands)
+        assert ack["error"] == "RATE_LIMITED"
+    finally:
+        for client in (first, again, thief):
+            await client.close()
+
+
 async def test_noscript_is_recovered_by_reloading(
     services: Services, monitor: CommandMonitor, redis: Redis
 ) -> None:

@@ -159,20 +159,26 @@ async def test_bindings_survive_a_restart_of_every_replica(
 
 
 async def test_release_command_frees_the_id_for_a_new_key(
-    gateway_procs: Start, store: Redis, redis_proc: RedisProcess, clients: Connect, tmp_path: Path
+    gateway_procs: Start,
+    store: Redis,
+    redis_proc: RedisProcess,
+    clients: Connect,
+    beats: Heartbeats,
+    tmp_path: Path,
 ) -> None:
     gw = gateway_procs(redis_proc.url)
     runner = await clients(gw.url)
     assert (await register(runner, "r-lost-key", KEY))["success"] is True
+    beats.start(runner, "r-lost-key")  # alive, or the sweeper would forget it meanwhile
     newcomer = await clients(gw.url)
     assert refused(await register(newcomer, "r-lost-key", OTHER_KEY))
 
     config = tmp_path / "ops.yaml"
     config.write_text(yaml.safe_dump({"redis_url": redis_proc.url}))
-    done = _cli("runner", "release", "r-lost-key", "--config", str(config))
+    done = await _cli("runner", "release", "r-lost-key", "--config", str(config))
     assert done.returncode == 0, done.stderr
     assert "released runner r-lost-key" in done.stdout
-    again = _cli("--redis-url", redis_proc.url, "runner", "release", "r-lost-key")
+    again = await _cli("--redis-url", redis_proc.url, "runner", "release", "r-lost-key")
     assert again.returncode == 0 and "no key binding" in again.stdout, again
 
     runner_gone = watch_disconnect(runner)
@@ -182,25 +188,33 @@ async def test_release_command_frees_the_id_for_a_new_key(
     assert refused(await register(old_key_holder, "r-lost-key", KEY))  # the new key is bound
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
+async def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command line in a subprocess, without blocking the loop: the test's Socket.IO
+    clients must keep answering pings (1 s in the test config) meanwhile."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         cwd=ROOT,
     )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(list(args), proc.returncode, out.decode(), err.decode())
 
 
-def test_release_command_usage_errors() -> None:
-    assert _cli("runner", "release", "not a runner id", "--redis-url", "redis://x").returncode == 2
-    memory = _cli("runner", "release", "r1", "--redis-url", "memory://")
+async def test_release_command_usage_errors() -> None:
+    bad_id = await _cli("runner", "release", "not a runner id", "--redis-url", "redis://x")
+    assert bad_id.returncode == 2
+    memory = await _cli("runner", "release", "r1", "--redis-url", "memory://")
     assert memory.returncode == 2 and "memory://" in memory.stderr
-    assert _cli("runner").returncode == 2
-    unreachable = _cli("runner", "release", "r1", "--redis-url", "redis://127.0.0.1:1/0")
+    assert (await _cli("runner")).returncode == 2
+    unreachable = await _cli("runner", "release", "r1", "--redis-url", "redis://127.0.0.1:1/0")
     assert unreachable.returncode == 1 and "unreachable" in unreachable.stderr
     # the server's own command line still refuses stray words
-    assert _cli("--redis-url", "memory://", "runnr").returncode == 2
+    assert (await _cli("--redis-url", "memory://", "runnr")).returncode == 2
 
 
 async def test_require_runner_key_refuses_keyless_registration(
