@@ -10,6 +10,7 @@ import signal
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,10 @@ class RunnerProcess:
         ]
         self.proc: asyncio.subprocess.Process | None = None
         #: Where the runner keeps its key (XDG_STATE_HOME), never the user's own.
+        #: Kept across stop() and start() (a restarted runner reuses its key), removed with
+        #: the object.
         self.state_dir = tempfile.mkdtemp(prefix="runner-state-")
+        weakref.finalize(self, shutil.rmtree, self.state_dir, True)
         self.lines: list[str] = []
         self._new_lines = asyncio.Condition()
         self._reader: asyncio.Task[None] | None = None
@@ -125,7 +129,6 @@ class RunnerProcess:
                 await self.proc.wait()
         if self._reader is not None:
             await self._reader
-        shutil.rmtree(self.state_dir, ignore_errors=True)
         return self.proc.returncode
 
 
