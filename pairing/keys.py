@@ -121,6 +121,9 @@ class KeyLayout:
     def owner(self, runner_id: str) -> str:
         return owner(runner_id)
 
+    def runner_key(self, runner_id: str) -> str:
+        return runner_key(runner_id)
+
     def code(self, pairing_code: str) -> str:
         return code(pairing_code)
 
@@ -177,6 +180,9 @@ class ClusterKeyLayout(KeyLayout):
 
     def owner(self, runner_id: str) -> str:
         return f"{OWNER_PREFIX}{{{runner_id}}}"
+
+    def runner_key(self, runner_id: str) -> str:
+        return f"{RUNNER_KEY_PREFIX}{{{runner_id}}}"
 
     def code(self, pairing_code: str) -> str:
         return f"{CODE_PREFIX}{{{pairing_code.upper()}}}"
