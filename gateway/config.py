@@ -96,6 +96,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         scheme = self.redis_url.split("://", 1)[0] if "://" in self.redis_url else ""
+        if scheme in {"redis+cluster", "rediss+cluster"}:
+            raise ValueError(
+                "redis_url: Redis Cluster (redis+cluster://) is not supported yet; use one Redis "
+                "(redis://, rediss://, unix://) or Sentinel (redis+sentinel://)"
+            )
         if scheme not in {"redis", "rediss", "unix", "memory", "redis+sentinel", "rediss+sentinel"}:
             raise ValueError(
                 "redis_url must start with redis://, rediss://, unix://, redis+sentinel://, "

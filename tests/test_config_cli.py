@@ -78,6 +78,8 @@ def test_env_overrides_file_and_flags_override_env(tmp_path: Path) -> None:
         ("heartbeat:\n  timeout_s: 90\n", {}, "ttl_s"),
         ("bogus_key: 1\n", {}, "bogus_key"),
         ("redis_url: http://x\n", {}, "redis_url"),
+        ("redis_url: redis+cluster://h:7000\n", {}, "Redis Cluster (redis+cluster://) is not"),
+        ("", {"PAIRING_REDIS_URL": "rediss+cluster://h:7000"}, "not supported yet"),
         ("log_format: xml\n", {}, "log_format"),
         ("- a list\n", {}, "mapping"),
         ("port: [\n", {}, "YAML"),

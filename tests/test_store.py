@@ -24,6 +24,14 @@ def test_unknown_schemes_are_rejected(url: str) -> None:
         connect(url)
 
 
+@pytest.mark.parametrize("url", ["redis+cluster://h:7000,h:7001", "rediss+cluster://h:7000"])
+def test_cluster_urls_are_refused_clearly(url: str) -> None:
+    with pytest.raises(
+        ValueError, match=r"Redis Cluster \(redis\+cluster://\) is not supported yet"
+    ):
+        connect(url)
+
+
 @pytest.mark.parametrize(
     "url", ["redis://127.0.0.1:1/0", "rediss://h:6380/1", "unix:///tmp/r.sock"]
 )
