@@ -119,6 +119,10 @@ async def test_a_stalled_reader_is_cut_and_costs_bounded_memory(
     assert await metric(gw, "gateway_slow_reader_cuts_total") == 1
     assert await metric(gw, "gateway_connected_apps") == 0  # its socket ended on the server
     grew_rss, grew_redis = peaks["rss"] - rss_before, peaks["redis"] - redis_before
+    print(
+        f"\nstalled reader: RSS +{grew_rss / MIB:.1f} MiB, Redis +{grew_redis / MIB:.1f} MiB, "
+        f"slowest of {len(beats)} heartbeat acks {max(beats) * 1000:.0f} ms"
+    )
     assert grew_rss < 64 * MIB, f"replica RSS grew {grew_rss / MIB:.1f} MiB"
     assert grew_redis < 32 * MIB, f"Redis grew {grew_redis / MIB:.1f} MiB"
     assert beats and max(beats) < 1.0, f"slowest heartbeat ack {max(beats):.3f} s"
