@@ -315,6 +315,15 @@ class PairingGateway:
     async def deliver(self, sid: str, event: str, data: Any) -> None:
         """Every emit to a local socket; relayed messages pass its resume floors."""
         conn = self.conns.get(sid)
+        if conn is not None and conn.peer_apps is not None and isinstance(data, dict):
+            # The runner's replica sees its pairing changes: keep the relay's guess current.
+            app = data.get("appSessionId")
+            if not isinstance(app, str):
+                pass
+            elif event == ServerEvent.PAIRED.value and app not in conn.peer_apps:
+                conn.peer_apps = sorted([*conn.peer_apps, app])
+            elif event == ServerEvent.APP_UNPAIRED.value and app in conn.peer_apps:
+                conn.peer_apps = [a for a in conn.peer_apps if a != app]
         if conn is not None and event in _SEQ_EVENTS and isinstance(data, dict) and "seq" in data:
             if conn.held_back is not None:
                 conn.held_back.append((event, data))

@@ -426,6 +426,18 @@ async def test_a_relayed_message_is_one_round_trip(
             _, commands = await monitor.commands(store, call)
             assert [c.name for c in commands if c.name != "PING"] == ["EVALSHA"], commands
         assert await app.next("terminal:output") == {"runnerId": "r-rt", "data": "x"}
+        # A second app pairs: the runner's replica hears of it, the next output is still one.
+        other = Client(reconnection=False)
+        try:
+            await other.connect(gw_b.url, auth={"appSessionId": "round-trip-two-0123456789"})
+            await pair(other, runner, "r-rt")
+            _, commands = await monitor.commands(
+                store, lambda: runner.call("runner:output", {"data": "z"})
+            )
+            assert [c.name for c in commands if c.name != "PING"] == ["EVALSHA"], commands
+            assert await other.next("terminal:output") == {"runnerId": "r-rt", "data": "z"}
+        finally:
+            await other.close()
     finally:
         await runner.close()
         await app.close()
