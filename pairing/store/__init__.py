@@ -2,7 +2,8 @@
 
 - ``client``: ``connect(url)`` for single node, Sentinel and the embedded ``memory://`` store;
 - ``autopipeline``: the services' commands auto-pipelined over one connection;
-- ``subscriber``: the fan-out's pub/sub connection.
+- ``subscriber``: the fan-out's pub/sub connection;
+- ``upstream``: everything the two above rely on inside redis-py.
 
 The domain services only take a client (``Redis``) and never look in here.
 """

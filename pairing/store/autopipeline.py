@@ -24,17 +24,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 from collections import deque
 from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
-from redis._parsers.base import BaseParser
-from redis.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, ReadOnlyError, ResponseError
+from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pairing.store.upstream import (
+    EMPTY_RESPONSE,
+    NEVER_DECODE,
+    parse_reply,
+    reader_options,
+    streams,
+)
 
 #: Commands with one request and one reply that touch no connection state: safe to share
 #: one connection between callers. Every command the pairing services send is here.
@@ -160,9 +165,8 @@ class _Link:
         conn = await open_connection(self._pool)
         self._conn = conn
         self._pack = packer(conn.encoder)
-        reader: asyncio.StreamReader = conn._reader
-        self._writer = conn._writer
-        parser = hiredis.Reader(**_reader_options(conn))
+        reader, self._writer = streams(conn)
+        parser = hiredis.Reader(**reader_options(conn))
         self._reader_task = asyncio.ensure_future(self._read(reader, parser))
 
     # -- the two directions -------------------------------------------------------------------
@@ -279,19 +283,6 @@ async def open_connection(pool: aioredis.ConnectionPool) -> Any:
     return conn
 
 
-def _reader_options(conn: Any) -> dict[str, Any]:
-    """hiredis.Reader options as redis-py's own hiredis parser sets them."""
-    options: dict[str, Any] = {
-        "protocolError": InvalidResponse,
-        "replyError": BaseParser.parse_error,
-    }
-    encoder = conn.encoder
-    if encoder.decode_responses:
-        options["encoding"] = encoder.encoding
-        options["errors"] = encoder.encoding_errors
-    return options
-
-
 class AutoPipelineRedis(aioredis.Redis):
     """A ``redis.asyncio.Redis`` whose ``PIPELINED`` commands share one pipelined link."""
 
@@ -315,12 +306,7 @@ class AutoPipelineRedis(aioredis.Redis):
             if EMPTY_RESPONSE in options:
                 return options[EMPTY_RESPONSE]
             raise
-        options.pop(EMPTY_RESPONSE, None)
-        options.pop("keys", None)
-        if name not in self.response_callbacks:
-            return response
-        result = self.response_callbacks[name](response, **options)
-        return await result if inspect.isawaitable(result) else result
+        return await parse_reply(self, name, response, options)
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         if self._link is not None:

@@ -25,6 +25,7 @@ from redis.exceptions import InvalidResponse
 
 from pairing.store.autopipeline import AutoPipelineRedis, open_connection, packer
 from pairing.store.client import Redis
+from pairing.store.upstream import streams
 
 
 class Subscriber(ABC):
@@ -74,7 +75,7 @@ class RespSubscriber(Subscriber):
         conn = await open_connection(self._pool)
         self._conn = conn
         self._pack = packer(conn.encoder)
-        self._reader, self._writer = conn._reader, conn._writer
+        self._reader, self._writer = streams(conn)
 
     def _send(self, data: bytes) -> None:
         if self._writer is None:
