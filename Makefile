@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install test lint run bench bench-cluster clean
+.PHONY: install test lint run bench bench-lean bench-cluster clean
 
 # Every install goes through uv.lock (exact versions and hashes, all platforms): uv, pinned here,
 # is bootstrapped into the venv with pip, then syncs the venv to the lock without re-resolving.
@@ -35,16 +35,26 @@ REDIS_URL ?= memory://
 run: $(STAMP)
 	$(VENV)/bin/pairing-gateway --config config.yaml --redis-url $(REDIS_URL)
 
-# Benchmarks (issue #5): docs/benchmarks.md and .png, about 7 min; a 1-min smoke run:
-# make bench BENCH_ARGS="--quick"   (python -m bench --help lists the options)
+# Benchmarks: make bench measures with the official socket.io-client (load-generator kit in
+# BENCH_KIT, default ~/.cache/pairing-reference: bench/compare.sh + bench/load.js) and writes
+# docs/benchmarks.md; BENCH_REFERENCE="<command>" measures a second gateway of the same contract
+# in the same session (alternating runs) and reports the ratios. Options: BENCH_ARGS="--runs 1
+# --seconds 5" (python -m bench.official --help). make bench-lean: the lean Python client's
+# benchmark (docs/benchmarks-lean.md; BENCH_LEAN_ARGS="--quick" for a 1-min smoke run).
 BENCH_ARGS ?=
+BENCH_LEAN_ARGS ?=
+BENCH_REFERENCE ?=
+BENCH_REFERENCE_LABEL ?= reference
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP) pyproject.toml uv.lock
 	$(SYNC) --extra dev --extra bench
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m bench.official --reference "$(BENCH_REFERENCE)" --reference-label "$(BENCH_REFERENCE_LABEL)" $(BENCH_ARGS)
+
+bench-lean: $(BENCH_STAMP)
+	$(PY) -m bench $(BENCH_LEAN_ARGS)
 
 # Redis CPU per heartbeat and per relayed message, one Redis beside a 3-master cluster
 # (about 1 min); its own section of docs/benchmarks.md

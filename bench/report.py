@@ -1,4 +1,4 @@
-"""docs/benchmarks.md and docs/benchmarks.png from the measurements of one ``make bench``."""
+"""docs/benchmarks-lean.md and .png from the measurements of one ``make bench-lean``."""
 
 from __future__ import annotations
 
@@ -38,28 +38,28 @@ def rows(cfg: BenchConfig) -> list[Row]:
     pr = f"pair, {cfg.pair_workers} workers"
     idl = f"idle, {cfg.idle_runners:,} runners"
     return [
-        Row("heartbeat", "acks_per_s", hb, "acks/s", "/s", 6200, goal="60%"),
+        Row("heartbeat", "acks_per_s", hb, "acks/s", "/s"),
         Row("heartbeat", "p50_ms", hb, "ack p50", "ms", None, False),
-        Row("heartbeat", "p99_ms", hb, "ack p99", "ms", 73, False),
+        Row("heartbeat", "p99_ms", hb, "ack p99", "ms", None, False),
         Row("heartbeat", "errors_per_s", hb, "failures/s", "/s", None, False),
-        Row("ceiling", "acks_per_s", ceil, "acks/s", "/s", 5400),
+        Row("ceiling", "acks_per_s", ceil, "acks/s", "/s"),
         Row("ceiling", "p50_ms", ceil, "ack p50", "ms", None, False),
         Row("ceiling", "p99_ms", ceil, "ack p99", "ms", None, False),
         Row("gw/ceiling", "ratio_pct", "gateway / ceiling (same run)", "heartbeat acks/s (%)", "%"),
-        Row("relay", "round_trips_per_s", rl, "round trips/s", "/s", 1900, goal="60%"),
+        Row("relay", "round_trips_per_s", rl, "round trips/s", "/s"),
         Row("relay", "p50_ms", rl, "round trip p50", "ms", None, False),
-        Row("relay", "p99_ms", rl, "round trip p99", "ms", 116, False),
+        Row("relay", "p99_ms", rl, "round trip p99", "ms", None, False),
         Row("relay", "errors_per_s", rl, "failures/s", "/s", None, False),
         Row("relay2", "round_trips_per_s", rl2, "round trips/s", "/s"),
         Row("relay2", "p50_ms", rl2, "round trip p50", "ms", None, False),
         Row("relay2", "p99_ms", rl2, "round trip p99", "ms", None, False),
         Row("relay2", "errors_per_s", rl2, "failures/s", "/s", None, False),
-        Row("pair", "pairings_per_s", pr, "pairings/s", "/s", 1290, goal="60%"),
+        Row("pair", "pairings_per_s", pr, "pairings/s", "/s"),
         Row("pair", "app_pair_p50_ms", pr, "app:pair p50", "ms", None, False),
-        Row("pair", "app_pair_p99_ms", pr, "app:pair p99", "ms", 36, False),
+        Row("pair", "app_pair_p99_ms", pr, "app:pair p99", "ms", None, False),
         Row("pair", "loop_p99_ms", pr, "register+pair+unpair p99", "ms", None, False),
         Row("pair", "errors_per_s", pr, "failures/s", "/s", None, False),
-        Row("idle", "rss_kib_per_conn", idl, "RSS per connection", "KiB", 24.6, False, "<="),
+        Row("idle", "rss_kib_per_conn", idl, "RSS per connection", "KiB", None, False),
         Row("idle", "server_cpu_pct", idl, "gateway CPU while idle", "% of a core", None, False),
         Row("idle", "heartbeat_p99_ms", idl, "heartbeat ack p99", "ms", None, False),
         Row("idle", "errors_per_s", idl, "failures/s", "/s", None, False),
@@ -105,70 +105,15 @@ def fmt(value: float, unit: str = "") -> str:
     return f"{value:.1f}"
 
 
-def pct_of_reference(row: Row, value: float) -> float:
-    if row.reference is None or math.isnan(value) or value == 0:
-        return math.nan
-    return 100 * (value / row.reference if row.higher_is_better else row.reference / value)
-
-
-#: The issue's bare python-socketio figure on its machine (acks/s), which the ceiling row
-#: measures again on this one: their ratio scales Node's figures to this machine.
-ISSUE_CEILING = 5400.0
-
-
-def machine_scale(measurements: list[Measurement]) -> float:
-    """This machine's speed relative to the issue's, from the ceiling scenario (NaN if absent)."""
-    ceiling = summarize(measurements, "ceiling", "acks_per_s")
-    return ceiling.median / ISSUE_CEILING if ceiling.n else math.nan
-
-
-def pct_of_scaled_reference(row: Row, value: float, scale: float) -> float:
-    """Throughput against Node's figure scaled to this machine; NaN where that is meaningless."""
-    if row.goal != "60%" or row.reference is None or math.isnan(scale) or math.isnan(value):
-        return math.nan
-    return 100 * value / (row.reference * scale)
-
-
-def goal_cell(row: Row, value: float, failures: float, scale: float = math.nan) -> str:
-    """Met or not; never met while the scenario had failures (error acks, lost outputs).
-
-    Throughput must reach 60% of Node's figure both as measured and scaled to this machine
-    (a faster machine than the issue's must not make the goal easier).
-    """
-    if not row.goal or row.reference is None or math.isnan(value):
-        return ""
-    if row.goal == "60%":
-        met = value >= 0.6 * row.reference and not pct_of_scaled_reference(row, value, scale) < 60
-    else:
-        met = value <= row.reference
-    if failures > 0:
-        return f"no ({failures:,.0f} failures/s)" if failures >= 1 else "no (failures)"
-    return "yes" if met else "no"
-
-
 def main_table(cfg: BenchConfig, measurements: list[Measurement]) -> list[list[str]]:
-    table = [
-        [
-            "scenario",
-            "metric",
-            "median",
-            "min",
-            "max",
-            "reference",
-            "% of ref.",
-            "% of ref. scaled",
-            "goal met",
-        ]
-    ]
-    scale = machine_scale(measurements)
+    """This run's figures alone: a comparison with another server is ``make bench``'s job,
+    which measures both in one session (docs/benchmarks.md)."""
+    table = [["scenario", "metric", "median", "min", "max"]]
     for row in rows(cfg):
         s = summarize(measurements, row.scenario, row.metric)
         if s.n == 0:
             continue
         unit = "" if row.unit in {"/s", "%"} else f" ({row.unit})"
-        pct = pct_of_reference(row, s.median)
-        scaled = pct_of_scaled_reference(row, s.median, scale)
-        failures = summarize(measurements, row.scenario, "errors_per_s").high
         table.append(
             [
                 row.title,
@@ -176,10 +121,6 @@ def main_table(cfg: BenchConfig, measurements: list[Measurement]) -> list[list[s
                 fmt(s.median, row.unit),
                 fmt(s.low, row.unit),
                 fmt(s.high, row.unit),
-                "" if row.reference is None else fmt(row.reference, row.unit),
-                "" if math.isnan(pct) else f"{pct:.0f}%",
-                "" if math.isnan(scaled) else f"{scaled:.0f}%",
-                goal_cell(row, s.median, 0.0 if math.isnan(failures) else failures, scale),
             ]
         )
     return table
@@ -416,8 +357,8 @@ def render_markdown(
     parts = [
         "# Benchmarks",
         "",
-        'Regenerated by `make bench` (`bench/`); `make bench BENCH_ARGS="--quick"` is a'
-        " one-minute smoke run. Do not edit by hand.",
+        "Regenerated by `make bench-lean` (`python -m bench`); `make bench-lean"
+        ' BENCH_LEAN_ARGS="--quick"` is a one-minute smoke run. Do not edit by hand.',
         "",
         f"- **Mode**: {mode}; {cfg.runs} run(s) of every scenario, median with min and max;"
         f" measurement windows of {cfg.duration_s:g} s after {cfg.warmup_s:g} s of warm-up"
@@ -438,27 +379,17 @@ def render_markdown(
         " and the whole register -> pair -> unpair loop). Throughput counts operations that"
         " completed inside the measurement window; *failures/s* counts error acks inside it"
         " (and, for relay, `terminal:output` not received within 2 s of its `app:command`:"
-        " LOST_OUTPUT), see the notes at the end for their codes. *Reference* is the Node.js"
-        " socket.io 4.8 implementation of the same contract from issue #5 (same pinning,"
-        " official JS client as load generator), except for the ceiling row, whose reference"
-        " is the issue's measurement of a bare python-socketio 5.18 server (about 5,400"
-        " acks/s). *% of ref.* is ours / reference for throughput and reference / ours where"
-        " lower is better (latency, memory), so 100% means as good as Node. Machines of one"
-        " class differ (one measured bare python-socketio at 12,755 acks/s, another at"
-        " 4,600), so *% of ref. scaled* divides by Node's figure times this run's machine"
-        " scale: the ceiling row's median / 5,400 (the issue's bare python-socketio figure)."
-        " *Goal met*: issue #5 asks for 60% of Node's throughput (here: both as measured and"
-        " scaled) and memory per connection at or below Node's; a scenario with failures does"
-        " not meet it.",
-        "",
-        f"Machine scale in this run: {machine_scale(measurements):.2f}.",
+        " LOST_OUTPUT), see the notes at the end for their codes. These figures are for the"
+        " lean client of `bench/client.py` (no permessage-deflate offered, no per-socket"
+        " extras); the official socket.io-client's figures, beside another gateway measured in"
+        " the same session, are in [benchmarks.md](benchmarks.md) (`make bench`).",
         "",
         markdown_table(main_table(cfg, measurements)),
         "",
         f"Idle: RSS per connection = (gateway VmRSS with {cfg.idle_runners:,} registered"
         f' runners - VmRSS with none) / {cfg.idle_runners:,}, both from /proc; "none" is'
         " read after 20 runners registered, heartbeated and left, so code loaded on first use"
-        " is not charged to connections. The Node figure is for 2,000 runners. The runners"
+        " is not charged to connections. The runners"
         f" heartbeat every {cfg.idle_interval_s:g} s with random phases; CPU is the gateway's"
         " utime+stime over the window.",
         "",
@@ -515,7 +446,7 @@ def render_markdown(
             + ". Those runs are not in the tables (py-spy takes CPU on the generator's core).",
             "",
         ]
-    parts += ["![benchmarks](benchmarks.png)", ""]
+    parts += ["![benchmarks](benchmarks-lean.png)", ""]
     return "\n".join(parts)
 
 
@@ -572,7 +503,6 @@ def render_chart(cfg: BenchConfig, measurements: list[Measurement], path: Path) 
                 ],
                 "#3b75af",
             ),
-            ("Node reference", [ref(6200), ref(1900), ref(1290)], "#999999"),
             (
                 "bare python-socketio",
                 [s("ceiling", "acks_per_s"), s("fanout:local", "round_trips_per_s"), ref(None)],
@@ -592,7 +522,6 @@ def render_chart(cfg: BenchConfig, measurements: list[Measurement], path: Path) 
                 [s("heartbeat", "p99_ms"), s("relay", "p99_ms"), s("pair", "app_pair_p99_ms")],
                 "#3b75af",
             ),
-            ("Node reference", [ref(73), ref(116), ref(36)], "#999999"),
         ],
     )
     ax.set_title("p99 latency, ms (lower is better)", fontsize=10)

@@ -241,10 +241,9 @@ def write_docs(
     elapsed: float,
     failures: list[str],
 ) -> None:
-    md = DOCS / "benchmarks.md"
-    png = DOCS / "benchmarks.png"
-    text = report.render_markdown(cfg, measurements, machine, started, elapsed, failures)
-    md.write_text(_keep_cluster_section(md, text))
+    md = DOCS / "benchmarks-lean.md"
+    png = DOCS / "benchmarks-lean.png"
+    md.write_text(report.render_markdown(cfg, measurements, machine, started, elapsed, failures))
     try:
         report.render_chart(cfg, measurements, png)
     except ImportError:
@@ -253,17 +252,6 @@ def write_docs(
             file=sys.stderr,
         )
     print(f"bench: wrote {md.relative_to(ROOT)} and {png.relative_to(ROOT)}")
-
-
-def _keep_cluster_section(md: Path, text: str) -> str:
-    """``make bench-cluster`` owns a section of its own (bench/cluster.py); keep it."""
-    from bench.cluster import MARK_BEGIN, MARK_END
-
-    old = md.read_text() if md.exists() else ""
-    if MARK_BEGIN not in old or MARK_END not in old:
-        return text
-    section = MARK_BEGIN + old.split(MARK_BEGIN, 1)[1].split(MARK_END, 1)[0] + MARK_END
-    return text.rstrip("\n") + "\n\n" + section + "\n"
 
 
 def write_reports_from(latest: Path) -> int:
