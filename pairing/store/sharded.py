@@ -30,6 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse
 
 from pairing.store.autopipeline import packer
+from pairing.store.upstream import streams
 
 #: What the per-master readers hand on: (link, reply or the error that ended it); None only
 #: wakes ``read`` to send new requests.
@@ -59,8 +60,8 @@ class _NodeLink:
             raise
         self.conn = conn
         self._pack = packer(conn.encoder)
-        self.writer = conn._writer
-        self.task = asyncio.create_task(self._read(conn._reader))
+        reader, self.writer = streams(conn)
+        self.task = asyncio.create_task(self._read(reader))
 
     def send(self, *command: str) -> None:
         if self.writer is None:
