@@ -25,7 +25,7 @@ class Row:
     title: str  # scenario column
     label: str  # metric column
     unit: str
-    reference: float | None = None  # Node figure from issue #5 (or as noted)
+    reference: float | None = None  # a comparison figure, where one applies
     higher_is_better: bool = True
     goal: str = ""  # "60%" (throughput) or "<=" (memory at or below the reference)
 

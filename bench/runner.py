@@ -43,7 +43,7 @@ def _env_float(name: str) -> float | None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark the gateway (issue #5). Environment: BENCH_RUNS, "
+        description="Benchmark the gateway. Environment: BENCH_RUNS, "
         "BENCH_DURATION, BENCH_SCENARIOS, BENCH_QUICK=1 set the same as the flags.",
     )
     p.add_argument(

@@ -1,6 +1,6 @@
 """The scenarios: which servers each one starts, how it drives them, what it measures.
 
-Placement (issue #5): servers under test on ``gateway_cpu`` (0), Redis and the load
+Placement: servers under test on ``gateway_cpu`` (0), Redis and the load
 generator on ``load_cpu`` (1). Two replicas are two processes, both on ``gateway_cpu``.
 The service scenario runs its Python client and redis-benchmark on ``gateway_cpu`` (no
 server runs then), so each side has one core and Redis the other.

@@ -1,7 +1,8 @@
 """The whole Redis key layout in one place.
 
-The first three families are the seed's (binding, see ``../shared/contract.md``); the rest are
-additions the gateway needs. Nothing else in the project spells a key.
+The first three families are the original service's layout, which existing deployments share
+(binding: docs/protocol.md and docs/architecture.md); the rest are additions the gateway
+needs. Nothing else in the project spells a key.
 """
 
 from __future__ import annotations
