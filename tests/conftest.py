@@ -72,6 +72,7 @@ from aiohttp.test_utils import TestServer  # noqa: E402
 
 from gateway.app import create_app  # noqa: E402
 from gateway.config import load_settings  # noqa: E402
+from tests.cluster_helpers import Heartbeats  # noqa: E402
 from tests.gw_helpers import TEST_CONFIG, Client, merged  # noqa: E402
 
 
@@ -137,6 +138,14 @@ async def clients() -> _AsyncIterator[Callable[..., Awaitable[Client]]]:
     yield make
     for client in made:
         await client.close()
+
+
+@pytest.fixture
+async def beats() -> _AsyncIterator[Heartbeats]:
+    """Heartbeat loops for test runners, stopped at the end of the test."""
+    hb = Heartbeats()
+    yield hb
+    await hb.stop()
 
 
 @pytest.fixture

@@ -10,10 +10,8 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from tests.cluster_helpers import (
     Heartbeats,
@@ -44,13 +42,6 @@ Connect = Callable[..., Any]
 #: test ping timeout). These outage tests still use a long ping timeout so that they measure
 #: store behaviour alone, not ping timing on a loaded machine.
 FAULT_CONFIG: dict[str, Any] = {"socketio": {"ping_interval_s": 1, "ping_timeout_s": 10}}
-
-
-@pytest.fixture
-async def beats() -> AsyncIterator[Heartbeats]:
-    hb = Heartbeats()
-    yield hb
-    await hb.stop()
 
 
 def unavailable(ack: Any) -> bool:

@@ -50,13 +50,6 @@ async def store(redis_proc: RedisProcess) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-@pytest.fixture
-async def beats() -> AsyncIterator[Heartbeats]:
-    hb = Heartbeats()
-    yield hb
-    await hb.stop()
-
-
 def replicas(start: Start, store_url: str, n: int, **config: Any) -> list[GatewayProcess]:
     return [start(store_url, config) for _ in range(n)]
 

@@ -44,13 +44,6 @@ async def store(redis_proc: RedisProcess) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def beats() -> AsyncIterator[Heartbeats]:
-    hb = Heartbeats()
-    yield hb
-    await hb.stop()
-
-
-@pytest.fixture
 async def proxies() -> AsyncIterator[Callable[[int], Any]]:
     made: list[FreezingProxy] = []
 

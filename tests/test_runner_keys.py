@@ -43,13 +43,6 @@ async def store(redis_proc: RedisProcess) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-@pytest.fixture
-async def beats() -> AsyncIterator[Heartbeats]:
-    hb = Heartbeats()
-    yield hb
-    await hb.stop()
-
-
 async def register(client: Client, runner_id: str, key: str | None = None, **extra: Any) -> Any:
     payload: dict[str, Any] = {"runnerId": runner_id, **extra}
     if key is not None:
