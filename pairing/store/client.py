@@ -30,6 +30,23 @@ def is_memory_url(url: str) -> bool:
     return url.startswith(MEMORY_SCHEME)
 
 
+def lost_connection_retry() -> dict[str, Any]:
+    """redis-py options for our one retry rule, shared by the single-node and cluster clients.
+
+    One quick retry covers a pooled connection that died with a Redis restart; more retries
+    would only stretch the time a caller waits during a real outage. Never retry on a
+    timeout: the server may have run the command and only answered late, and the scripts
+    are not idempotent (a retried redeem finds the code it just spent and reports
+    INVALID_CODE for an app it did pair; a retried hit counts twice).
+    """
+    return {
+        "retry": Retry(
+            ExponentialBackoff(cap=0.05, base=0.01), 1, supported_errors=(RedisConnectionError,)
+        ),
+        "retry_on_error": [RedisConnectionError],
+    }
+
+
 def connect(
     url: str,
     *,
@@ -53,15 +70,7 @@ def connect(
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": connect_timeout,
-        # One quick retry covers a pooled connection that died with a Redis restart; more
-        # retries would only stretch the time a caller waits during a real outage. Never
-        # retry on a timeout: the server may have run the command and only answered late,
-        # and the scripts are not idempotent (a retried redeem finds the code it just spent
-        # and reports INVALID_CODE for an app it did pair; a retried hit counts twice).
-        "retry": Retry(
-            ExponentialBackoff(cap=0.05, base=0.01), 1, supported_errors=(RedisConnectionError,)
-        ),
-        "retry_on_error": [RedisConnectionError],
+        **lost_connection_retry(),
         "health_check_interval": 30,
         # RESP2: replies stay positional with no push frames on a command connection, which
         # the pipelined link (pairing.store.autopipeline) matches to callers strictly in order.
