@@ -112,7 +112,23 @@ async def start_gateway(
 
     yield start
     for server in reversed(servers):
-        await server.close()
+        await _close_or_dump(server)
+
+
+async def _close_or_dump(server: TestServer, timeout: float = 30.0) -> None:
+    """Close a gateway; if that hangs, fail with every task's stack (a hung shutdown is a bug
+    to see, not a test timeout to guess at)."""
+    import asyncio
+    import io
+
+    try:
+        async with asyncio.timeout(timeout):
+            await server.close()
+    except TimeoutError:
+        out = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(file=out)
+        pytest.fail(f"gateway shutdown hung for {timeout:.0f} s; tasks:\n{out.getvalue()}")
 
 
 def _flatten(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
