@@ -548,6 +548,8 @@ class PairingGateway:
         else:
             raise GatewayError(ErrorCode.UNAVAILABLE, "pairings kept changing; retry")
         for recipient, seq in zip(recipients, result.seqs, strict=True):
+            if seq == 0:  # cluster: unpaired between the relay's steps, nothing sent
+                continue
             if recipient.channel is None:
                 self.fanout.delivered_locally += 1
                 room = room_for_app(recipient.app_session_id)

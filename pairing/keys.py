@@ -24,8 +24,16 @@ RUNNER_CODE_PREFIX = "pairing:runner_code:"
 RATE_LIMIT_PREFIX = "ratelimit:"
 HISTORY_STREAM = "pairing:history"
 SWEEPER_LOCK = "gateway:sweeper:lock"
-#: Pub/sub channel prefix for cross-replica delivery; one channel per room.
+#: Pub/sub channel prefix for cross-replica delivery; one channel per room. Single node:
+#: ``gateway:room:<room>`` (``PUBLISH``); cluster: ``gateway:room:<kind>:{<id>}``, a sharded
+#: channel (``SPUBLISH``) in the slot of the room's app or runner (``ClusterKeyLayout``).
 ROOM_CHANNEL_PREFIX = "gateway:room:"
+#: Cluster layout only: ``runner:last_seen_mark:{runnerId}`` exists (TTL half the heartbeat
+#: timeout) while the runner's ``runner:last_seen`` entry is recent, so a heartbeat writes
+#: the index shard (another slot, another round trip) only when the mark has expired: about
+#: every other beat instead of every beat. The index is a hint the sweeper verifies against
+#: the heartbeat key, so an entry up to half a timeout old loses nothing.
+LAST_SEEN_MARK_PREFIX = "runner:last_seen_mark:"
 
 
 def session(app_session_id: str) -> str:
@@ -106,9 +114,17 @@ class KeyLayout:
     families print their braces. Keys every replica shares (the sweeper's index, its locks,
     the history) are split into ``SHARDS`` keys whose tags are spread evenly over the 16384
     slots, so none of them is one hot slot on one master.
+
+    Room channels follow the same rule: in the cluster layout a room's channel carries the
+    room's app or runner id as its hash tag (``gateway:room:app:{<appSessionId>}``,
+    ``gateway:room:runner:{<runnerId>}``) and is a sharded channel, published with
+    ``publish_command`` (``SPUBLISH``) and read with ``SSUBSCRIBE`` on the master owning that
+    slot; the single-node layout keeps ``gateway:room:<room>`` and ``PUBLISH``.
     """
 
     cluster: bool = False
+    #: How a room channel is published to, from a script or a client.
+    publish_command: str = "PUBLISH"
 
     def session(self, app_session_id: str) -> str:
         return session(app_session_id)
@@ -136,6 +152,11 @@ class KeyLayout:
 
     def room_channel(self, room: str) -> str:
         return room_channel(room)
+
+    def last_seen_mark(self, runner_id: str) -> str:
+        """Cluster only: set while the runner's index entry is fresh enough (see
+        ``LAST_SEEN_MARK_PREFIX``); the single-node heartbeat writes the index every time."""
+        return LAST_SEEN_MARK_PREFIX + runner_id
 
     def last_seen(self, runner_id: str) -> str:
         """The sweeper's index shard holding ``runner_id``."""
@@ -169,6 +190,7 @@ class ClusterKeyLayout(KeyLayout):
     """Hash-tagged keys for Redis Cluster (see ``KeyLayout``)."""
 
     cluster = True
+    publish_command = "SPUBLISH"
 
     def session(self, app_session_id: str) -> str:
         return f"{SESSION_PREFIX}{{{app_session_id}}}"
@@ -195,7 +217,19 @@ class ClusterKeyLayout(KeyLayout):
         return f"{RATE_LIMIT_PREFIX}{scope}:{{{subject}}}"
 
     def room_channel(self, room: str) -> str:
-        return f"{ROOM_CHANNEL_PREFIX}{{{room}}}"
+        """``gateway:room:<kind>:{<id>}``: the room's id is the hash tag, so an app's room
+        channel (``app:<appSessionId>``) sits in the app's slot and a runner's
+        (``runner:<runnerId>``) in the runner's. A relay script running on that slot can then
+        ``SPUBLISH`` to it (Redis checks a script's shard channels like its keys), and a
+        subscriber finds the channel on the master that owns the room's keys. A room without
+        a ``kind:`` part is tagged whole."""
+        kind, sep, ident = room.partition(":")
+        if not sep:
+            return f"{ROOM_CHANNEL_PREFIX}{{{room}}}"
+        return f"{ROOM_CHANNEL_PREFIX}{kind}:{{{ident}}}"
+
+    def last_seen_mark(self, runner_id: str) -> str:
+        return f"{LAST_SEEN_MARK_PREFIX}{{{runner_id}}}"
 
     def last_seen(self, runner_id: str) -> str:
         return f"{RUNNER_LAST_SEEN}:{{{_SHARD_TAGS[shard_of(runner_id)]}}}"

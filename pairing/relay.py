@@ -13,15 +13,29 @@ them it will deliver itself; the script relays only when that expectation is sti
 otherwise answers with the truth so the caller can try again. That keeps the decision "publish
 or deliver here" atomic with the pairing it depends on.
 
+In the cluster layout (``keys.ClusterKeyLayout``) a runner's app set, each app's keys and
+each room channel sit in different slots, so an operation is a few single-slot steps instead
+of one script (docs/round-trips.md, docs/architecture.md): output checks the runner's app set
+(runner slot), then runs one script per app on the app's slot (session still pointing at the
+runner, seq, hold, and ``SPUBLISH`` to the app's room channel, which shares the app's tag);
+input checks the runner's heartbeat (runner slot), then the app's session, seq and hold (app
+slot), then ``SPUBLISH``es to the runner's room channel (runner slot). Each step on its own
+is atomic; the order is such that nothing is held or published that the single script would
+have refused.
+
 Held messages are opaque bytes to this module (the gateway stores msgpack of the message
 without its seq: the seq of an entry is implied by its position).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
+
+import msgspec
 
 from pairing import keys
 from pairing.scripts import NOW_MS, Script, as_str, preload
@@ -164,6 +178,68 @@ return {seq, first, redis.call('LRANGE', KEYS[2], start, -1)}
 """
 
 
+#: Cluster output, one app (its slot). KEYS: the app's session, its "out" seq, hold, bytes.
+#: ARGV: runner, blob, max messages, max bytes, hold ttl ms, seq ttl ms, publish ('1'/'0'),
+#: channel (the app's room, same slot), prefix. Returns the seq, or 0 (nothing written)
+#: when the session no longer points at the runner (an app set entry a crash or a racing
+#: unpair left behind).
+_OUTPUT_ONE = (
+    _RELAY_FUNCTIONS
+    + """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local ok, decoded = pcall(cjson.decode, raw)
+if not ok or type(decoded) ~= 'table' or decoded['runnerId'] ~= ARGV[1] then return 0 end
+local blob = ARGV[2]
+local seq = relay(KEYS[2], KEYS[3], KEYS[4], blob, tonumber(ARGV[3]), tonumber(ARGV[4]),
+  tonumber(ARGV[5]), tonumber(ARGV[6]))
+if ARGV[7] == '1' then
+  redis.call('SPUBLISH', ARGV[8], ARGV[9] .. blob .. '\\160' .. pack_uint(seq))
+end
+return seq
+"""
+)
+
+#: Cluster: is the runner's heartbeat fresh? KEYS: heartbeat. ARGV: timeout ms. Returns 1/0.
+_FRESH = (
+    NOW_MS
+    + """
+local hb = tonumber(redis.call('GET', KEYS[1]))
+if hb and now - hb <= tonumber(ARGV[1]) then return 1 end
+return 0
+"""
+)
+
+#: Cluster input, the app's slot. KEYS: the app's session, its "in" seq, hold, bytes. ARGV:
+#: expected runner, its heartbeat fresh ('1'/'0', from ``_FRESH`` just before), blob, max
+#: messages, max bytes, hold ttl ms, seq ttl ms. Returns as ``_INPUT`` (the publish is the
+#: caller's next step, on the runner's slot).
+_INPUT_APP = (
+    _RELAY_FUNCTIONS
+    + """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {0} end
+local ok, decoded = pcall(cjson.decode, raw)
+if not ok or type(decoded) ~= 'table' or type(decoded['runnerId']) ~= 'string' then
+  return {0}
+end
+local runner = decoded['runnerId']
+if runner ~= ARGV[1] then return {2, runner} end
+if ARGV[2] ~= '1' then return {1} end
+local seq = relay(KEYS[2], KEYS[3], KEYS[4], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]),
+  tonumber(ARGV[6]), tonumber(ARGV[7]))
+return {3, seq}
+"""
+)
+
+_encode_uint = msgspec.msgpack.Encoder().encode
+
+
+def _published(prefix: bytes, blob: bytes, seq: int) -> bytes:
+    """What the scripts publish: the envelope prefix, the held blob, keep '' and the seq."""
+    return prefix + blob + b"\xa0" + _encode_uint(seq)
+
+
 @dataclass(frozen=True, slots=True)
 class Recipient:
     """One stream a message goes into; ``channel`` None: the caller delivers it itself."""
@@ -208,7 +284,8 @@ class Held:
 
 
 class RelayService:
-    """Seq counters and holds per appSessionId and direction; one round trip per call."""
+    """Seq counters and holds per appSessionId and direction; one round trip per call on one
+    Redis, a few single-slot steps on a cluster (``layout.cluster``)."""
 
     def __init__(
         self,
@@ -219,8 +296,10 @@ class RelayService:
         ttl_s: float = 120.0,
         seq_ttl_s: float = 604_800.0,
         heartbeat_timeout_s: float = 30.0,
+        layout: keys.KeyLayout = keys.SINGLE_NODE,
     ) -> None:
         self.redis = redis
+        self.layout = layout
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.ttl_ms = int(ttl_s * 1000)
@@ -228,19 +307,38 @@ class RelayService:
         self.seq_ttl_ms = max(int(seq_ttl_s * 1000), self.ttl_ms)
         self.heartbeat_timeout_ms = int(heartbeat_timeout_s * 1000)
         self._limits = [self.max_messages, self.max_bytes, self.ttl_ms, self.seq_ttl_ms]
-        self._output = Script(redis, _OUTPUT)
-        self._input = Script(redis, _INPUT)
         self._read = Script(redis, _READ)
+        if layout.cluster:
+            self._scripts = [Script(redis, _OUTPUT_ONE), Script(redis, _FRESH)]
+            self._scripts.append(Script(redis, _INPUT_APP))
+            self._output_one, self._fresh, self._input_app = self._scripts
+        else:
+            self._output = Script(redis, _OUTPUT)
+            self._input = Script(redis, _INPUT)
+            self._scripts = [self._output, self._input]
 
     async def load_scripts(self) -> None:
-        await preload(self.redis, self._output, self._input, self._read)
+        await preload(self.redis, *self._scripts, self._read)
+
+    def _resume_keys(self, app_session_id: str, direction: str) -> list[str]:
+        layout = self.layout
+        return [
+            layout.resume_seq(app_session_id, direction),
+            layout.resume_hold(app_session_id, direction),
+            layout.resume_bytes(app_session_id, direction),
+        ]
 
     async def output(
         self, runner_id: str, target: str | None, recipients: Sequence[Recipient], blob: bytes
     ) -> OutputResult:
         """Relay one runner:output to ``recipients`` if they are exactly the paired apps
-        (or, with ``target``, the target if it is paired)."""
-        keys_: list[str] = [keys.runner_apps(runner_id)]
+        (or, with ``target``, the target if it is paired).
+
+        On a cluster a recipient whose session no longer points at the runner (unpaired
+        between the two steps) gets seq 0: nothing was held or published for it."""
+        if self.layout.cluster:
+            return await self._output_cluster(runner_id, target, recipients, blob)
+        keys_: list[str] = [self.layout.runner_apps(runner_id)]
         args: list[str | bytes | int] = [
             target or "",
             len(recipients),
@@ -248,12 +346,36 @@ class RelayService:
             *self._limits,
         ]
         for r in recipients:
-            keys_ += keys.resume_keys(r.app_session_id, OUT)
+            keys_ += self._resume_keys(r.app_session_id, OUT)
             args += [r.app_session_id, "0" if r.channel is None else "1", r.channel or "", r.prefix]
         reply = await self._output(keys_, args)
         if int(reply[0]) == 1:
             return OutputResult([int(s) for s in reply[1:]], [])
         return OutputResult(None, sorted(as_str(m) for m in reply[1:]))
+
+    async def _output_cluster(
+        self, runner_id: str, target: str | None, recipients: Sequence[Recipient], blob: bytes
+    ) -> OutputResult:
+        # Step 1, the runner's slot: who is paired. Step 2, each app's slot at once.
+        apps_key = self.layout.runner_apps(runner_id)
+        if target:
+            members = [target] if await self.redis.sismember(apps_key, target) else []
+        else:
+            members = [as_str(m) for m in await self.redis.smembers(apps_key)]
+        expected = [r.app_session_id for r in recipients]
+        if len(expected) != len(members) or set(expected) != set(members):
+            return OutputResult(None, sorted(members))
+        if not recipients:
+            return OutputResult([], [])
+        seqs = await asyncio.gather(*(self._output_to(runner_id, r, blob) for r in recipients))
+        return OutputResult(list(seqs), [])
+
+    async def _output_to(self, runner_id: str, r: Recipient, blob: bytes) -> int:
+        app = r.app_session_id
+        args: list[Any] = [runner_id, blob, *self._limits]
+        args += ["0" if r.channel is None else "1", r.channel or "", r.prefix]
+        seq = await self._output_one([self.layout.session(app), *self._resume_keys(app, OUT)], args)
+        return int(seq)
 
     async def input(
         self,
@@ -264,8 +386,10 @@ class RelayService:
         blob: bytes,
     ) -> InputResult:
         """Relay one app:command if the app is paired with ``expected_runner``, online."""
+        if self.layout.cluster:
+            return await self._input_cluster(app_session_id, expected_runner, channel, prefix, blob)
         reply = await self._input(
-            [keys.session(app_session_id), *keys.resume_keys(app_session_id, IN)],
+            [self.layout.session(app_session_id), *self._resume_keys(app_session_id, IN)],
             [
                 self.heartbeat_timeout_ms,
                 keys.HEARTBEAT_PREFIX,
@@ -284,15 +408,72 @@ class RelayService:
             return InputResult(status, expected_runner, int(reply[1]))
         return InputResult(status)
 
+    async def _input_cluster(
+        self,
+        app: str,
+        expected_runner: str | None,
+        channel: str | None,
+        prefix: bytes,
+        blob: bytes,
+    ) -> InputResult:
+        layout = self.layout
+        if expected_runner is None:
+            # Who is it paired with? Then only whether that runner is online, like the
+            # single script, which answers "offline" before "another runner".
+            raw = await self.redis.get(layout.session(app))
+            runner = _runner_of(raw)
+            if runner is None:
+                return InputResult(InputStatus.NOT_PAIRED)
+            if not await self._is_fresh(runner):
+                return InputResult(InputStatus.RUNNER_OFFLINE)
+            return InputResult(InputStatus.OTHER_RUNNER, runner)
+        # 1. the runner's slot: online? 2. the app's slot: still paired with it, seq, hold.
+        # 3. the runner's slot again: the publish. Nothing is held for an offline runner.
+        fresh = await self._is_fresh(expected_runner)
+        reply = await self._input_app(
+            [layout.session(app), *self._resume_keys(app, IN)],
+            [expected_runner, "1" if fresh else "0", blob, *self._limits],
+        )
+        status = InputStatus(int(reply[0]))
+        if status is InputStatus.OTHER_RUNNER:
+            return InputResult(status, as_str(reply[1]))
+        if status is not InputStatus.RELAYED:
+            return InputResult(status)
+        seq = int(reply[1])
+        if channel is not None:
+            await self.redis.execute_command(  # type: ignore[no-untyped-call]
+                layout.publish_command, channel, _published(prefix, blob, seq)
+            )
+        return InputResult(status, expected_runner, seq)
+
+    async def _is_fresh(self, runner_id: str) -> bool:
+        fresh = await self._fresh([self.layout.heartbeat(runner_id)], [self.heartbeat_timeout_ms])
+        return bool(int(fresh))
+
     async def held(
         self, app_session_id: str, direction: str, after: int, *, paired_with: str | None = None
     ) -> Held | None:
         """Held messages of a stream with seq > ``after``; None when ``paired_with`` is given
-        and the app is not paired with that runner."""
+        and the app is not paired with that runner (one slot in either layout: the app's)."""
         reply = await self._read(
-            [*keys.resume_keys(app_session_id, direction)[:2], keys.session(app_session_id)],
+            [
+                *self._resume_keys(app_session_id, direction)[:2],
+                self.layout.session(app_session_id),
+            ],
             [after, paired_with or ""],
         )
         if int(reply[0]) == -1:
             return None
         return Held(int(reply[0]), int(reply[1]), [bytes(m) for m in reply[2]])
+
+
+def _runner_of(raw: bytes | str | None) -> str | None:
+    """The runnerId of a session value, None when absent or not a session."""
+    if raw is None:
+        return None
+    try:
+        decoded = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    runner = decoded.get("runnerId") if isinstance(decoded, dict) else None
+    return runner if isinstance(runner, str) else None

@@ -57,6 +57,7 @@ def test_single_node_layout_is_unchanged() -> None:
     assert layout.last_seen_shards() == ("runner:last_seen",)
     assert layout.history("a1") == "pairing:history"
     assert layout.sweeper_lock() == "gateway:sweeper:lock"
+    assert layout.publish_command == "PUBLISH"
 
 
 def test_cluster_layout_tags_the_seed_families_and_every_per_subject_key() -> None:
@@ -76,7 +77,13 @@ def test_cluster_layout_tags_the_seed_families_and_every_per_subject_key() -> No
         app_keys.append(layout.resume_bytes("a1", direction))
         assert {key_slot(k.encode()) for k in app_keys} == {key_slot(b"a1")}
     assert layout.code("ab12") == "pairing:code:{AB12}"
-    assert layout.room_channel("app:a1") == "gateway:room:{app:a1}"
+    # A room's channel carries the room's id as its tag: the slot of that app's or runner's
+    # keys, so a script on that slot may SPUBLISH to it.
+    assert layout.room_channel("app:a1") == "gateway:room:app:{a1}"
+    assert layout.room_channel("runner:r:1") == "gateway:room:runner:{r:1}"
+    assert key_slot(layout.room_channel("app:a1").encode()) == key_slot(b"a1")
+    assert key_slot(layout.room_channel("runner:r1").encode()) == key_slot(b"r1")
+    assert layout.publish_command == "SPUBLISH"
 
 
 def test_shared_keys_are_shards_spread_evenly_over_the_slots() -> None:
