@@ -7,7 +7,9 @@ cannot be split by a failure between them, and two replicas cannot both let one 
 through at the limit. ``app:unpair`` and its history entry likewise.
 
 Keys the scripts derive from what they read (the runner's heartbeat, code and apps set) are
-not in KEYS: they are not known before the script runs; every key known up front is.
+not in KEYS: they are not known before the script runs; every key known up front is. On a
+Redis Cluster (``layout.cluster``), where those keys sit in other slots, both run as
+single-slot steps instead (``pairing.cluster_pairing``), each history entry its own step.
 """
 
 from __future__ import annotations
@@ -16,21 +18,22 @@ from dataclasses import dataclass
 from enum import Enum
 
 from pairing import keys
+from pairing.cluster_pairing import ClusterPairing, StepHook
 from pairing.codes import PairingCodeService
-from pairing.history import RECORD_LUA, PairingHistoryService
+from pairing.history import RECORD_LUA, HistoryEvent, PairingHistoryService
 from pairing.ratelimit import RateLimitService
-from pairing.scripts import MOVE_APP, NOW_MS, Script, as_str, preload
+from pairing.scripts import DERIVED_KEYS, MOVE_APP, NOW_MS, Script, as_str, preload
 from pairing.store import Redis
 
 #: KEYS: rate-limit key per address, per app; code key (a placeholder when the code is not
 #: code-shaped: then it is not looked up); session key; history stream.
-#: ARGV: limit, window ms, '1' if code-shaped, CODE, app, heartbeat timeout ms, runner-code
-#: prefix, heartbeat prefix, apps prefix, history max len.
+#: ARGV: limit, window ms, '1' if code-shaped, CODE, app, heartbeat timeout ms, history max len.
 #: Returns {'limited'} | {'invalid'} | {'offline', runner} | {'ok', runner, previous}.
 _PAIR = (
     NOW_MS
+    + DERIVED_KEYS
     + """
-local history_key, history_max = KEYS[5], ARGV[10]
+local history_key, history_max = KEYS[5], ARGV[7]
 """
     + RECORD_LUA
     + """
@@ -49,16 +52,16 @@ if not runner then
   record('event', 'pair_failed', 'appSessionId', app, 'reason', 'INVALID_CODE')
   return {'invalid'}
 end
-local hb = tonumber(redis.call('GET', ARGV[8] .. runner))
+local hb = tonumber(redis.call('GET', heartbeat_key_of(runner)))
 if not hb or now - hb > tonumber(ARGV[6]) then
   record('event', 'pair_failed', 'appSessionId', app, 'runnerId', runner,
     'reason', 'RUNNER_OFFLINE')
   return {'offline', runner}
 end
 redis.call('DEL', KEYS[3])
-local rc = ARGV[7] .. runner
+local rc = runner_code_key_of(runner)
 if redis.call('GET', rc) == ARGV[4] then redis.call('DEL', rc) end
-local session_key, apps_prefix = KEYS[4], ARGV[9]
+local session_key, apps_key = KEYS[4], apps_key_of(runner)
 """
     + MOVE_APP
     + """
@@ -70,11 +73,12 @@ return {'ok', runner, previous}
 """
 )
 
-#: KEYS: session key, history stream. ARGV: app, apps prefix, history max len.
+#: KEYS: session key, history stream. ARGV: app, history max len.
 #: Returns the runner the app was paired with, or ''.
 _UNPAIR = (
-    """
-local history_key, history_max = KEYS[2], ARGV[3]
+    DERIVED_KEYS
+    + """
+local history_key, history_max = KEYS[2], ARGV[2]
 """
     + RECORD_LUA
     + """
@@ -84,7 +88,7 @@ redis.call('DEL', KEYS[1])
 local ok, decoded = pcall(cjson.decode, raw)
 if ok and type(decoded) == 'table' and type(decoded['runnerId']) == 'string' then
   local runner = decoded['runnerId']
-  redis.call('SREM', ARGV[2] .. runner, ARGV[1])
+  redis.call('SREM', apps_key_of(runner), ARGV[1])
   record('event', 'unpaired', 'appSessionId', ARGV[1], 'runnerId', runner,
     'reason', 'APP_UNPAIR')
   return runner
@@ -123,15 +127,27 @@ class AppPairingService:
         codes: PairingCodeService,
         rate_limit: RateLimitService,
         history: PairingHistoryService,
+        layout: keys.KeyLayout = keys.SINGLE_NODE,
+        steps: StepHook | None = None,
     ) -> None:
         self.redis = redis
+        self.layout = layout
         self.codes = codes
         self.rate_limit = rate_limit
         self.history = history
         self._pair = Script(redis, _PAIR)
         self._unpair = Script(redis, _UNPAIR)
+        self.cluster = (
+            ClusterPairing(
+                redis, layout, heartbeat_timeout_ms=codes.heartbeat_timeout_ms, steps=steps
+            )
+            if layout.cluster
+            else None
+        )
 
     async def load_scripts(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.load_scripts()
         await preload(self.redis, self._pair, self._unpair)
 
     async def pair(
@@ -143,12 +159,14 @@ class AppPairingService:
         not ``code_shaped``, which is not looked up) counts a failure against the address and
         the app. An offline runner's code stays valid and counts no failure.
         """
+        if self.cluster is not None:
+            return await self._pair_in_steps(code, app_session_id, address, code_shaped)
         reply = await self._pair(
             [
                 self.rate_limit.key("pair:addr", address),
                 self.rate_limit.key("pair:app", app_session_id),
-                keys.code(code if code_shaped else ""),
-                keys.session(app_session_id),
+                self.layout.code(code if code_shaped else ""),
+                self.layout.session(app_session_id),
                 self.history.stream,
             ],
             [
@@ -158,9 +176,6 @@ class AppPairingService:
                 code.upper() if code_shaped else "",
                 app_session_id,
                 self.codes.heartbeat_timeout_ms,
-                keys.RUNNER_CODE_PREFIX,
-                keys.HEARTBEAT_PREFIX,
-                keys.RUNNER_APPS_PREFIX,
                 self.history.max_len,
             ],
         )
@@ -173,8 +188,55 @@ class AppPairingService:
 
     async def unpair(self, app_session_id: str) -> str | None:
         """Unpair the app (idempotent) and record it; returns the runner it was paired with."""
+        if self.cluster is not None:
+            previous_runner = await self.cluster.unpair(app_session_id)
+            if previous_runner is not None:
+                await self._record(
+                    HistoryEvent.UNPAIRED, app_session_id, previous_runner, "APP_UNPAIR"
+                )
+            return previous_runner
         previous = await self._unpair(
-            [keys.session(app_session_id), self.history.stream],
-            [app_session_id, keys.RUNNER_APPS_PREFIX, self.history.max_len],
+            [self.layout.session(app_session_id), self.history.stream],
+            [app_session_id, self.history.max_len],
         )
         return as_str(previous) or None
+
+    # -- on a cluster: single-slot steps --------------------------------------------------
+
+    async def _record(
+        self, event: HistoryEvent, app: str, runner: str | None = None, reason: str | None = None
+    ) -> None:
+        assert self.cluster is not None
+        await self.cluster.step("history")
+        await self.history.record(event, app_session_id=app, runner_id=runner, reason=reason)
+
+    async def _pair_in_steps(
+        self, code: str, app: str, address: str, code_shaped: bool
+    ) -> PairOutcome:
+        """``pair`` as steps: the limit read per subject, then ``ClusterPairing.redeem``, then
+        the failure count and the history entries (a crash before those loses them only)."""
+        cluster = self.cluster
+        assert cluster is not None
+        limits = self.rate_limit
+        subjects = [limits.key("pair:addr", address), limits.key("pair:app", app)]
+        for subject in subjects:
+            await cluster.step("limit")
+            if await limits.is_limited(subject):
+                return PairOutcome(PairStatus.RATE_LIMITED)
+        if code_shaped:
+            status, runner, previous = await cluster.redeem(code, app)
+        else:
+            status, runner, previous = "invalid", None, None
+        if status == "invalid":
+            for subject in subjects:
+                await cluster.step("count")
+                await limits.hit(subject)
+            await self._record(HistoryEvent.PAIR_FAILED, app, reason="INVALID_CODE")
+            return PairOutcome(PairStatus.INVALID_CODE)
+        if status == "offline":
+            await self._record(HistoryEvent.PAIR_FAILED, app, runner, "RUNNER_OFFLINE")
+            return PairOutcome(PairStatus.RUNNER_OFFLINE, runner)
+        if previous is not None and previous != runner:
+            await self._record(HistoryEvent.UNPAIRED, app, previous, "REPAIRED")
+        await self._record(HistoryEvent.PAIRED, app, runner)
+        return PairOutcome(PairStatus.PAIRED, runner, previous)

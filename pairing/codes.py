@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from pairing import keys
-from pairing.scripts import MOVE_APP, NOW_MS, Script, as_str, preload
+from pairing.cluster_pairing import ClusterPairing, StepHook
+from pairing.scripts import DERIVED_KEYS, MOVE_APP, NOW_MS, Script, as_str, preload
 from pairing.store import Redis
 
 #: No 0/O, 1/I/L: a person reads the code off one screen and types it into another.
@@ -53,15 +54,18 @@ return {'ok', string.format('%.0f', now + tonumber(ARGV[3]))}
 """
 )
 
-#: KEYS: code key. ARGV: runner-code prefix, CODE. Returns the runnerId or false.
-_CONSUME = """
+#: KEYS: code key. ARGV: CODE. Returns the runnerId or false.
+_CONSUME = (
+    DERIVED_KEYS
+    + """
 local runner = redis.call('GET', KEYS[1])
 if not runner then return false end
 redis.call('DEL', KEYS[1])
-local rc = ARGV[1] .. runner
-if redis.call('GET', rc) == ARGV[2] then redis.call('DEL', rc) end
+local rc = runner_code_key_of(runner)
+if redis.call('GET', rc) == ARGV[1] then redis.call('DEL', rc) end
 return runner
 """
+)
 
 #: KEYS: runner-code key. ARGV: code prefix, runner.
 _REVOKE = """
@@ -73,19 +77,20 @@ return 1
 """
 
 #: Redeem a code and pair in one step: the code is spent only when its runner is online.
-#: KEYS: code key, session key. ARGV: CODE, app, timeout ms, runner-code prefix, heartbeat
-#: prefix, apps prefix. Returns {'invalid'} | {'offline', runner} | {'ok', runner, previous}.
+#: KEYS: code key, session key. ARGV: CODE, app, timeout ms.
+#: Returns {'invalid'} | {'offline', runner} | {'ok', runner, previous}.
 _REDEEM = (
     NOW_MS
+    + DERIVED_KEYS
     + """
 local runner = redis.call('GET', KEYS[1])
 if not runner then return {'invalid'} end
-local hb = tonumber(redis.call('GET', ARGV[5] .. runner))
+local hb = tonumber(redis.call('GET', heartbeat_key_of(runner)))
 if not hb or now - hb > tonumber(ARGV[3]) then return {'offline', runner} end
 redis.call('DEL', KEYS[1])
-local rc = ARGV[4] .. runner
+local rc = runner_code_key_of(runner)
 if redis.call('GET', rc) == ARGV[1] then redis.call('DEL', rc) end
-local app, session_key, apps_prefix = ARGV[2], KEYS[2], ARGV[6]
+local app, session_key, apps_key = ARGV[2], KEYS[2], apps_key_of(runner)
 """
     + MOVE_APP
     + """
@@ -126,16 +131,30 @@ class PairingCodeService:
         *,
         ttl_s: float = 300.0,
         heartbeat_timeout_s: float = 30.0,
+        layout: keys.KeyLayout = keys.SINGLE_NODE,
+        steps: StepHook | None = None,
     ) -> None:
         self.redis = redis
+        self.layout = layout
         self.ttl_ms = int(ttl_s * 1000)
         self.heartbeat_timeout_ms = int(heartbeat_timeout_s * 1000)
+        #: On a cluster, redeem and consume run as single-slot steps (``steps`` called
+        #: before each); see ``pairing.cluster_pairing``.
+        self.cluster = (
+            ClusterPairing(
+                redis, layout, heartbeat_timeout_ms=self.heartbeat_timeout_ms, steps=steps
+            )
+            if layout.cluster
+            else None
+        )
         self._register = Script(redis, _REGISTER)
         self._consume = Script(redis, _CONSUME)
         self._revoke = Script(redis, _REVOKE)
         self._redeem = Script(redis, _REDEEM)
 
     async def load_scripts(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.load_scripts()
         await preload(self.redis, self._register, self._consume, self._revoke, self._redeem)
 
     async def register(self, runner_id: str, code: str | None = None) -> RegisteredCode:
@@ -157,12 +176,14 @@ class PairingCodeService:
 
     async def lookup(self, code: str) -> str | None:
         """The runner holding ``code``, without spending it."""
-        value = await self.redis.get(keys.code(code))
+        value = await self.redis.get(self.layout.code(code))
         return None if value is None else as_str(value)
 
     async def consume(self, code: str) -> str | None:
         """Spend ``code``; returns its runner, or None if unknown, expired or already used."""
-        runner = await self._consume([keys.code(code)], [keys.RUNNER_CODE_PREFIX, code.upper()])
+        if self.cluster is not None:
+            return await self.cluster.consume(code)
+        runner = await self._consume([self.layout.code(code)], [code.upper()])
         return None if runner is None else as_str(runner)
 
     async def revoke(self, runner_id: str) -> bool:
@@ -179,17 +200,14 @@ class PairingCodeService:
         """Spend ``code`` and pair the app with its runner, atomically, if the runner is online.
 
         An offline runner's code stays valid (the runner may come back within its TTL).
+        On a cluster the steps of ``ClusterPairing.redeem``, with the same outcomes.
         """
+        if self.cluster is not None:
+            name, runner, previous = await self.cluster.redeem(code, app_session_id)
+            return RedeemResult(RedeemStatus(name), runner, previous)
         reply = await self._redeem(
-            [keys.code(code), keys.session(app_session_id)],
-            [
-                code.upper(),
-                app_session_id,
-                self.heartbeat_timeout_ms,
-                keys.RUNNER_CODE_PREFIX,
-                keys.HEARTBEAT_PREFIX,
-                keys.RUNNER_APPS_PREFIX,
-            ],
+            [self.layout.code(code), self.layout.session(app_session_id)],
+            [code.upper(), app_session_id, self.heartbeat_timeout_ms],
         )
         status = RedeemStatus(as_str(reply[0]))
         if status is RedeemStatus.INVALID_CODE:

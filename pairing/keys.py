@@ -22,6 +22,11 @@ RUNNER_KEY_PREFIX = "runner:key:"
 CODE_PREFIX = "pairing:code:"
 RUNNER_CODE_PREFIX = "pairing:runner_code:"
 RATE_LIMIT_PREFIX = "ratelimit:"
+#: Cluster layout only: per runner, a hash appSessionId -> pairing token, beside the runner's
+#: apps set; and per app, the set of tokens a remover has cancelled (see docs/architecture.md,
+#: "Pairing on a Redis Cluster").
+APP_TOKENS_PREFIX = "pairing:app_tokens:"
+FENCE_PREFIX = "pairing:fence:"
 HISTORY_STREAM = "pairing:history"
 SWEEPER_LOCK = "gateway:sweeper:lock"
 #: Pub/sub channel prefix for cross-replica delivery; one channel per room. Single node:
@@ -150,6 +155,14 @@ class KeyLayout:
     def rate_limit(self, scope: str, subject: str) -> str:
         return rate_limit(scope, subject)
 
+    def app_tokens(self, runner_id: str) -> str:
+        """Pairing tokens of a runner's apps (used by the cluster's multi-step pairing)."""
+        return APP_TOKENS_PREFIX + runner_id
+
+    def fence(self, app_session_id: str) -> str:
+        """Cancelled pairing tokens of an app (used by the cluster's multi-step pairing)."""
+        return FENCE_PREFIX + app_session_id
+
     def room_channel(self, room: str) -> str:
         return room_channel(room)
 
@@ -215,6 +228,12 @@ class ClusterKeyLayout(KeyLayout):
 
     def rate_limit(self, scope: str, subject: str) -> str:
         return f"{RATE_LIMIT_PREFIX}{scope}:{{{subject}}}"
+
+    def app_tokens(self, runner_id: str) -> str:
+        return f"{APP_TOKENS_PREFIX}{{{runner_id}}}"
+
+    def fence(self, app_session_id: str) -> str:
+        return f"{FENCE_PREFIX}{{{app_session_id}}}"
 
     def room_channel(self, room: str) -> str:
         """``gateway:room:<kind>:{<id>}``: the room's id is the hash tag, so an app's room

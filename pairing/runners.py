@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pairing import keys
-from pairing.scripts import NOW_MS, REMOVE_ALL_FOR_RUNNER, Script, as_str, preload
+from pairing.cluster_pairing import ClusterPairing, StepHook, token_pairs
+from pairing.scripts import DERIVED_KEYS, NOW_MS, REMOVE_ALL_FOR_RUNNER, Script, as_str, preload
 from pairing.store import Redis
 
 _BEAT = """
@@ -58,16 +59,16 @@ return 1
 """
 )
 
-#: KEYS: owner, heartbeat, last_seen, apps set. ARGV: runner, conn, session prefix.
+#: KEYS: owner, heartbeat, last_seen, apps set. ARGV: runner, conn.
 #: Returns false when the connection no longer owns the runner, else the unpaired apps.
 _RELEASE = (
-    """
+    DERIVED_KEYS
+    + """
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return false end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 local runner = ARGV[1]
 local apps_key = KEYS[4]
-local session_prefix = ARGV[3]
 """
     + REMOVE_ALL_FOR_RUNNER
     + """
@@ -76,23 +77,23 @@ return removed
 )
 
 #: Forget runners whose last heartbeat is older than ARGV[1] ms, at most ARGV[2] of them.
-#: KEYS: last_seen. ARGV: timeout ms, limit, apps prefix, session prefix, owner prefix,
-#: heartbeat prefix. Returns a flat list: runner, n, app1..appn, runner, n, ...
+#: KEYS: last_seen. ARGV: timeout ms, limit.
+#: Returns a flat list: runner, n, app1..appn, runner, n, ...
 _SWEEP = (
     NOW_MS
+    + DERIVED_KEYS
     + """
 local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]),
   'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
-local session_prefix = ARGV[4]
 for _, runner in ipairs(stale) do
-  local hb = tonumber(redis.call('GET', ARGV[6] .. runner))
+  local hb = tonumber(redis.call('GET', heartbeat_key_of(runner)))
   if hb and now - hb <= tonumber(ARGV[1]) then
     redis.call('ZADD', KEYS[1], hb, runner)
   else
     redis.call('ZREM', KEYS[1], runner)
-    redis.call('DEL', ARGV[5] .. runner, ARGV[6] .. runner)
-    local apps_key = ARGV[3] .. runner
+    redis.call('DEL', owner_key_of(runner), heartbeat_key_of(runner))
+    local apps_key = apps_key_of(runner)
 """
     + REMOVE_ALL_FOR_RUNNER
     + """
@@ -106,6 +107,49 @@ return out
 )
 
 
+# -- on a cluster: the runner's slot, the apps' slots, then the index shard's ----------------
+
+#: Runner slot. KEYS: owner, heartbeat, apps set, tokens. ARGV: conn ('' for a sweep: then
+#: the runner must be stale), timeout ms. Forgets the runner (owner and heartbeat) and returns
+#: {'gone', now, app, token, ...} with its set's members; {'alive', heartbeat} when a sweep
+#: finds it beating again; false when ``conn`` does not own it.
+_FORGET = (
+    NOW_MS
+    + """
+if ARGV[1] ~= '' then
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+else
+  local hb = tonumber(redis.call('GET', KEYS[2]))
+  if hb and now - hb <= tonumber(ARGV[2]) then return {'alive', string.format('%.0f', hb)} end
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+local out = {'gone', string.format('%.0f', now)}
+for _, app in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  out[#out + 1] = app
+  out[#out + 1] = redis.call('HGET', KEYS[4], app) or ''
+end
+return out
+"""
+)
+
+#: Index shard slot. KEYS: shard. ARGV: timeout ms, limit. Stale runners, with their scores.
+_STALE = (
+    NOW_MS
+    + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]),
+  'LIMIT', 0, tonumber(ARGV[2]))
+"""
+)
+
+#: Index shard slot. KEYS: shard. ARGV: runner, time. Drops the runner's entry unless a
+#: heartbeat newer than ``time`` (a new registration) has moved it on.
+_UNINDEX = """
+local score = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]))
+if score and score <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class StaleRunner:
     runner_id: str
@@ -113,7 +157,12 @@ class StaleRunner:
 
 
 class RunnerRegistry:
-    """Runner ownership by connection, ownership-guarded heartbeats, and the stale sweep."""
+    """Runner ownership by connection, ownership-guarded heartbeats, and the stale sweep.
+
+    On a cluster (``layout.cluster``) release and sweep run as single-slot steps: forget the
+    runner (its slot: the commit point), unpair its apps (``ClusterPairing.remove``), then
+    drop its index entry, so that an interrupted release or sweep is found by the next sweep.
+    """
 
     def __init__(
         self,
@@ -121,16 +170,32 @@ class RunnerRegistry:
         *,
         heartbeat_timeout_s: float = 30.0,
         heartbeat_ttl_s: float = 60.0,
+        layout: keys.KeyLayout = keys.SINGLE_NODE,
+        steps: StepHook | None = None,
     ) -> None:
         self.redis = redis
+        self.layout = layout
         self.heartbeat_timeout_ms = int(heartbeat_timeout_s * 1000)
         self.heartbeat_ttl_ms = int(heartbeat_ttl_s * 1000)
         self._claim = Script(redis, _CLAIM)
         self._beat = Script(redis, _OWNED_BEAT)
         self._release = Script(redis, _RELEASE)
         self._sweep = Script(redis, _SWEEP)
+        self._forget = Script(redis, _FORGET)
+        self._stale = Script(redis, _STALE)
+        self._unindex = Script(redis, _UNINDEX)
+        self.cluster = (
+            ClusterPairing(
+                redis, layout, heartbeat_timeout_ms=self.heartbeat_timeout_ms, steps=steps
+            )
+            if layout.cluster
+            else None
+        )
 
     async def load_scripts(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.load_scripts()
+            await preload(self.redis, self._forget, self._stale, self._unindex)
         await preload(self.redis, self._claim, self._beat, self._release, self._sweep)
 
     async def claim(self, runner_id: str, conn_id: str) -> str | None:
@@ -160,31 +225,58 @@ class RunnerRegistry:
         Returns the unpaired apps, or None when another connection owns the runner now (a
         takeover), in which case nothing is removed.
         """
+        layout = self.layout
+        if self.cluster is not None:
+            return await self._forget_in_steps(runner_id, conn_id, layout.last_seen(runner_id))
         result = await self._release(
             [
-                keys.owner(runner_id),
-                keys.heartbeat(runner_id),
-                keys.RUNNER_LAST_SEEN,
-                keys.runner_apps(runner_id),
+                layout.owner(runner_id),
+                layout.heartbeat(runner_id),
+                layout.last_seen(runner_id),
+                layout.runner_apps(runner_id),
             ],
-            [runner_id, conn_id, keys.SESSION_PREFIX],
+            [runner_id, conn_id],
         )
         if result is None:
             return None
         return sorted(as_str(a) for a in result)
 
-    async def sweep(self, limit: int = 100) -> list[StaleRunner]:
-        """Forget runners without a heartbeat for longer than the timeout; unpair their apps."""
-        flat = await self._sweep(
-            [keys.RUNNER_LAST_SEEN],
+    async def _forget_in_steps(self, runner_id: str, conn_id: str, shard: str) -> list[str] | None:
+        """Release (``conn_id``) or sweep ('') one runner on a cluster; None when not owned
+        (release) or beating again (sweep)."""
+        cluster = self.cluster
+        assert cluster is not None
+        layout = self.layout
+        await cluster.step("forget")
+        reply = await self._forget(
             [
-                self.heartbeat_timeout_ms,
-                limit,
-                keys.RUNNER_APPS_PREFIX,
-                keys.SESSION_PREFIX,
-                keys.OWNER_PREFIX,
-                keys.HEARTBEAT_PREFIX,
+                layout.owner(runner_id),
+                layout.heartbeat(runner_id),
+                layout.runner_apps(runner_id),
+                layout.app_tokens(runner_id),
             ],
+            [conn_id, self.heartbeat_timeout_ms],
+        )
+        if reply is None:
+            return None
+        if as_str(reply[0]) == "alive":
+            await cluster.step("index")
+            await self.redis.zadd(shard, {runner_id: int(reply[1])}, gt=True)
+            return None
+        removed = await cluster.remove(runner_id, token_pairs(reply[2:]), unpair=True)
+        await cluster.step("index")
+        await self._unindex([shard], [runner_id, as_str(reply[1])])
+        return removed
+
+    async def sweep(self, limit: int = 100) -> list[StaleRunner]:
+        """Forget runners without a heartbeat for longer than the timeout; unpair their apps.
+
+        On a cluster, each index shard in turn, at most ``limit`` runners in all.
+        """
+        if self.cluster is not None:
+            return await self._sweep_in_steps(limit)
+        flat = await self._sweep(
+            [self.layout.last_seen_shards()[0]], [self.heartbeat_timeout_ms, limit]
         )
         out: list[StaleRunner] = []
         i = 0
@@ -194,4 +286,19 @@ class RunnerRegistry:
             apps = sorted(as_str(a) for a in flat[i + 2 : i + 2 + n])
             out.append(StaleRunner(runner, apps))
             i += 2 + n
+        return out
+
+    async def _sweep_in_steps(self, limit: int) -> list[StaleRunner]:
+        assert self.cluster is not None
+        out: list[StaleRunner] = []
+        for shard in self.layout.last_seen_shards():
+            if len(out) >= limit:
+                break
+            await self.cluster.step("stale")
+            stale = await self._stale([shard], [self.heartbeat_timeout_ms, limit - len(out)])
+            for raw in stale:
+                runner = as_str(raw)
+                removed = await self._forget_in_steps(runner, "", shard)
+                if removed is not None:
+                    out.append(StaleRunner(runner, removed))
         return out

@@ -7,6 +7,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
+from pairing import keys
 from pairing.store import Redis
 
 #: Current time in epoch ms from the Redis server: the one clock every replica shares.
@@ -15,13 +16,25 @@ local __t = redis.call('TIME')
 local now = tonumber(__t[1]) * 1000 + math.floor(tonumber(__t[2]) / 1000)
 """
 
-#: Remove every session of runner KEYS[1]-set whose key still points at ARGV runner.
-#: Expects locals ``runner``, ``apps_key``, ``session_prefix``; leaves ``removed``.
+#: Single node only: the keys a script finds from what it reads (a previous runner's apps
+#: set, a set member's session, a code's runner's heartbeat), which cannot be declared before
+#: it runs. Spelled from ``pairing.keys``; a cluster runs such operations as single-slot steps
+#: with every key declared (``pairing.cluster_pairing``).
+DERIVED_KEYS = f"""
+local function session_key_of(app) return '{keys.SESSION_PREFIX}' .. app end
+local function apps_key_of(runner) return '{keys.RUNNER_APPS_PREFIX}' .. runner end
+local function heartbeat_key_of(runner) return '{keys.HEARTBEAT_PREFIX}' .. runner end
+local function runner_code_key_of(runner) return '{keys.RUNNER_CODE_PREFIX}' .. runner end
+local function owner_key_of(runner) return '{keys.OWNER_PREFIX}' .. runner end
+"""
+
+#: Remove every session of runner ``runner``'s set whose key still points at the runner.
+#: Expects ``DERIVED_KEYS`` and locals ``runner``, ``apps_key``; leaves ``removed``.
 REMOVE_ALL_FOR_RUNNER = """
 local removed = {}
 local members = redis.call('SMEMBERS', apps_key)
 for _, app in ipairs(members) do
-  local skey = session_prefix .. app
+  local skey = session_key_of(app)
   local raw = redis.call('GET', skey)
   if raw then
     local ok, decoded = pcall(cjson.decode, raw)
@@ -34,8 +47,9 @@ end
 redis.call('DEL', apps_key)
 """
 
-#: Pair app with runner, leaving the old runner's set. Expects locals ``app``, ``runner``,
-#: ``session_key``, ``apps_prefix`` and ``now``; leaves ``previous`` ('' when unpaired before).
+#: Pair app with runner, leaving the old runner's set. Expects ``DERIVED_KEYS`` and locals
+#: ``app``, ``runner``, ``session_key``, ``apps_key`` (the runner's) and ``now``; leaves
+#: ``previous`` ('' when unpaired before).
 MOVE_APP = """
 local previous = ''
 local old_raw = redis.call('GET', session_key)
@@ -43,13 +57,13 @@ if old_raw then
   local ok, decoded = pcall(cjson.decode, old_raw)
   if ok and type(decoded) == 'table' and type(decoded['runnerId']) == 'string' then
     previous = decoded['runnerId']
-    if previous ~= runner then redis.call('SREM', apps_prefix .. previous, app) end
+    if previous ~= runner then redis.call('SREM', apps_key_of(previous), app) end
   end
 end
 redis.call('SET', session_key, '{"appSessionId":' .. cjson.encode(app) .. ',"runnerId":'
   .. cjson.encode(runner) .. ',"pairedAt":' .. string.format('%.0f', now)
   .. ',"isActive":true}')
-redis.call('SADD', apps_prefix .. runner, app)
+redis.call('SADD', apps_key, app)
 """
 
 
