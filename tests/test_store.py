@@ -9,10 +9,12 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import SSLConnection
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pairing import PairingCodeService, PairingSessionService, RateLimitService, connect
-from pairing.store import Redis, is_memory_url
+from pairing.store import Redis, is_cluster, is_memory_url
 from tests.redis_proc import RedisProcess
 
 
@@ -25,10 +27,23 @@ def test_unknown_schemes_are_rejected(url: str) -> None:
 
 
 @pytest.mark.parametrize("url", ["redis+cluster://h:7000,h:7001", "rediss+cluster://h:7000"])
-def test_cluster_urls_are_refused_clearly(url: str) -> None:
-    with pytest.raises(
-        ValueError, match=r"Redis Cluster \(redis\+cluster://\) is not supported yet"
-    ):
+async def test_cluster_urls_give_a_lazy_cluster_client(url: str) -> None:
+    client = connect(url)  # nothing is sent yet: the nodes need not exist
+    try:
+        assert isinstance(client, RedisCluster) and is_cluster(client)
+        startup = client.nodes_manager.startup_nodes
+        assert set(startup) <= {"h:7000", "h:7001"} and "h:7000" in startup
+        kwargs = startup["h:7000"].connection_kwargs
+        # The single-node client's timeouts, so an outage surfaces within the same bound.
+        assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (2.0, 1.0)
+        assert (startup["h:7000"].connection_class is SSLConnection) == url.startswith("rediss+")
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("url", ["redis+cluster://h", "redis+cluster://h:1/2"])
+def test_malformed_cluster_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="redis_url: "):
         connect(url)
 
 

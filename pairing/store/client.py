@@ -2,17 +2,20 @@
 
 ``redis://``, ``rediss://`` and ``unix://`` give a real redis-py client (hiredis parser when
 installed); ``redis+sentinel://`` (``rediss+sentinel://`` for TLS to Redis) finds the primary
-through Redis Sentinel and follows failovers; ``memory://`` gives an in-process fakeredis
-server with Lua, so one process can run with no Redis at all. Every client gets short socket
-timeouts so that an outage surfaces as an error within a bounded time instead of a hang.
+through Redis Sentinel and follows failovers; ``redis+cluster://`` (``rediss+cluster://``)
+gives redis-py's cluster client (``pairing.store.cluster``); ``memory://`` gives an
+in-process fakeredis server with Lua, so one process can run with no Redis at all. Every
+client gets short socket timeouts so that an outage surfaces as an error within a bounded
+time instead of a hang.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
@@ -22,6 +25,7 @@ from pairing.store.autopipeline import AutoPipelineRedis
 
 MEMORY_SCHEME = "memory://"
 SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 Redis = aioredis.Redis
 
@@ -61,9 +65,21 @@ def connect(
         server = _memory_servers.setdefault(url, fakeredis.FakeServer())
         client: Redis = fakeredis.FakeAsyncRedis(server=server)
         return client
-    if url.startswith(("redis+cluster://", "rediss+cluster://")):
-        # pairing.store.cluster builds the client, but the services' scripts span slots.
-        raise ValueError("redis_url: Redis Cluster (redis+cluster://) is not supported yet")
+    if url.startswith(CLUSTER_SCHEMES):
+        from pairing.store.cluster import cluster_client  # (it imports this module)
+
+        # The services use only commands both clients have (EVALSHA, SCRIPT LOAD, GET, ...),
+        # so a RedisCluster stands in for a Redis; the gateway checks for it where it
+        # matters (pub/sub, readiness).
+        return cast(
+            Redis,
+            cluster_client(
+                url,
+                socket_timeout=socket_timeout,
+                connect_timeout=connect_timeout,
+                max_connections=max_connections,
+            ),
+        )
     sentinel = url.startswith(SENTINEL_SCHEMES)
     if not sentinel and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(f"unsupported redis_url scheme: {url!r}")
@@ -84,6 +100,18 @@ def connect(
     # timeout) for a free connection instead of failing at once with MaxConnectionsError.
     pool = aioredis.BlockingConnectionPool.from_url(url, timeout=socket_timeout, **options)
     return AutoPipelineRedis.from_pool(pool)
+
+
+def is_cluster(client: Redis) -> bool:
+    """Whether ``client`` is a Redis Cluster client (``connect`` of a cluster URL)."""
+    return isinstance(client, RedisCluster)
+
+
+async def ping(client: Redis) -> bool:
+    """The store answers: the server, or on a cluster every master (each owns slots)."""
+    if isinstance(client, RedisCluster):
+        return bool(await client.ping(target_nodes=RedisCluster.PRIMARIES))
+    return bool(await client.ping())
 
 
 class _SentinelRedis(AutoPipelineRedis):

@@ -18,9 +18,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from pairing.store.client import lost_connection_retry
-
-CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+from pairing.store.client import CLUSTER_SCHEMES, lost_connection_retry
 
 
 def is_cluster_url(url: str) -> bool:

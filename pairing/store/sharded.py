@@ -30,6 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse
 
 from pairing.store.autopipeline import packer
+from pairing.store.subscriber import Subscriber
 from pairing.store.upstream import streams
 
 #: What the per-master readers hand on: (link, reply or the error that ended it); None only
@@ -95,7 +96,7 @@ class _NodeLink:
             await conn.disconnect(nowait=True)
 
 
-class ShardedSubscriber:
+class ShardedSubscriber(Subscriber):
     """``subscriber.Subscriber`` over sharded channels of a ``RedisCluster``."""
 
     def __init__(self, cluster: RedisCluster) -> None:
@@ -111,6 +112,10 @@ class ShardedSubscriber:
 
     async def connect(self) -> None:
         """Load the current slot map, so that every subscription goes to today's owner."""
+        # The full client first: the slot map alone would leave the client that this
+        # subscriber shares with the services' commands half set up (its command parser
+        # unloaded, so its next keyed command fails).
+        await self._cluster.initialize()
         await self._cluster.nodes_manager.initialize()
 
     def subscribe(self, *channels: str) -> None:

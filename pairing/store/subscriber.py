@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import hiredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse
 
@@ -57,6 +58,11 @@ class Subscriber(ABC):
 
 
 def subscriber_for(client: Redis) -> Subscriber:
+    """The subscriber for ``client``: sharded channels on a cluster, else classic pub/sub."""
+    if isinstance(client, RedisCluster):
+        from pairing.store.sharded import ShardedSubscriber  # (it imports this module)
+
+        return ShardedSubscriber(client)
     if isinstance(client, AutoPipelineRedis):
         return RespSubscriber(client)
     return PubSubSubscriber(client)
