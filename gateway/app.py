@@ -30,9 +30,10 @@ from pairing import (
     RateLimitService,
     RunnerRegistration,
     RunnerRegistry,
+    keys,
 )
 from pairing.relay import RelayService
-from pairing.store import Redis, connect, is_memory_url
+from pairing.store import Redis, connect, is_memory_url, ping
 
 log = logging.getLogger("gateway")
 
@@ -49,6 +50,8 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
     replica_id = replica_id or secrets.token_hex(6)
     app = web.Application()
     store = connect(settings.redis_url, socket_timeout=settings.store_timeout_s)
+    #: Key and channel names for this deployment shape (hash-tagged on a Redis Cluster).
+    layout = keys.layout_for(settings.redis_url)
     metrics = Metrics()
     sio = build_server(settings)
     sio.attach(app, socketio_path="socket.io")
@@ -69,6 +72,7 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
         local_emit=local_emit,
         local_disconnect=local_disconnect,
         on_listener_error=lambda: metrics.redis_errors.labels("fanout").inc(),
+        layout=layout,
     )
     metrics.track_fanout(lambda: {"local": fanout.delivered_locally, "published": fanout.published})
     hb = settings.heartbeat
@@ -124,6 +128,7 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
         on_stale=gateway.runners_stale,
         metrics=metrics,
         store_timeout_s=settings.store_timeout_s,
+        layout=layout,
     )
     _wire_socket_events(sio, gateway, parse_networks(settings.trusted_proxies))
     sio.after_connect = gateway.after_connect
@@ -238,7 +243,7 @@ async def readyz(request: web.Request) -> web.Response:
     checks = {"store": False, "fanout": app[FANOUT].healthy}
     try:
         async with asyncio.timeout(min(settings.store_timeout_s, 2.0)):
-            checks["store"] = bool(await app[STORE].ping())
+            checks["store"] = await ping(app[STORE])  # on a cluster: every master
     except Exception:
         app[METRICS].redis_errors.labels("readyz").inc()
     ready = all(checks.values())

@@ -9,6 +9,11 @@ emit for a room held elsewhere is published. See docs/architecture.md.
 
 Rooms are ``app:{appSessionId}`` and ``runner:{runnerId}``; the newest connection of an
 app or runner evicts older ones anywhere (``evict``), so a room lives on one replica.
+
+On a Redis Cluster (``keys.ClusterKeyLayout``) the channels are sharded (SPUBLISH and
+SSUBSCRIBE, ``pairing.store.sharded``): a message goes to the one master owning its room's
+channel and reaches only the replica subscribed there, the one holding the room. A plain
+PUBLISH there would be broadcast to every node of the cluster.
 """
 
 from __future__ import annotations
@@ -74,8 +79,12 @@ class Fanout:
         local_emit: LocalEmit,
         local_disconnect: LocalDisconnect,
         on_listener_error: Callable[[], None] | None = None,
+        layout: keys.KeyLayout = keys.SINGLE_NODE,
     ) -> None:
         self.redis = redis
+        #: Channel names, and on a cluster sharded pub/sub (SPUBLISH): a room's channel lives
+        #: in one slot, so a message goes to the one master owning it, not to every node.
+        self.layout = layout
         self.listen_redis = listen_redis
         self.replica_id = replica_id
         self._local_emit = local_emit
@@ -112,7 +121,7 @@ class Fanout:
         held = self.members.get(room)
         if held is None:
             self.members[room] = sid
-            channel = keys.room_channel(room)
+            channel = self.layout.room_channel(room)
             waiter = None
             if confirm and self._sub is not None:
                 waiter = asyncio.get_running_loop().create_future()
@@ -140,7 +149,7 @@ class Fanout:
             if held:
                 return
         del self.members[room]
-        await self._unsubscribe(keys.room_channel(room))
+        await self._unsubscribe(self.layout.room_channel(room))
 
     # -- delivery -----------------------------------------------------------------------
 
@@ -151,11 +160,17 @@ class Fanout:
             await self._emit_here(room, event, data)
             return
         envelope = Envelope("emit", room, self.replica_id, event, data)
-        await self.redis.publish(keys.room_channel(room), _encode(envelope))
+        await self._publish(room, _encode(envelope))
         self.published += 1
 
     def channel(self, room: str) -> str:
-        return keys.room_channel(room)
+        return self.layout.room_channel(room)
+
+    async def _publish(self, room: str, message: bytes) -> None:
+        if self.layout.cluster:
+            await self.redis.spublish(self.layout.room_channel(room), message)
+        else:
+            await self.redis.publish(self.layout.room_channel(room), message)
 
     def envelope_prefix(self, room: str, event: str) -> bytes:
         """An emit Envelope up to its ``data``: a script appends data, keep ('') and seq."""
@@ -186,7 +201,7 @@ class Fanout:
         for sid in self.local_members(room) - {keep_sid}:
             await self._local_disconnect(sid)
         envelope = Envelope("evict", room, self.replica_id, keep=keep_sid)
-        await self.redis.publish(keys.room_channel(room), _encode(envelope))
+        await self._publish(room, _encode(envelope))
 
     async def _handle(self, raw: bytes) -> None:
         try:
@@ -276,8 +291,8 @@ class Fanout:
                 await sub.connect()
                 # From here to self._sub no await: a room joined meanwhile is in members.
                 # A replica-wide channel keeps the connection subscribed even with no rooms.
-                channels = [keys.room_channel(f"replica:{self.replica_id}")]
-                channels += [keys.room_channel(room) for room in list(self.members)]
+                channels = [self.layout.room_channel(f"replica:{self.replica_id}")]
+                channels += [self.layout.room_channel(room) for room in list(self.members)]
                 sub.subscribe(*channels)
                 self._sub = sub
                 self._connected.set()

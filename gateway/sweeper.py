@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from gateway.metrics import Metrics
 from gateway.tasks import cancel_and_wait
 from pairing import RunnerRegistry, StaleRunner, keys
-from pairing.store import Redis
+from pairing.store import Redis, ping
 
 log = logging.getLogger("gateway.sweeper")
 
@@ -30,8 +30,10 @@ class Sweeper:
         on_stale: Callable[[list[StaleRunner]], Awaitable[None]],
         metrics: Metrics,
         store_timeout_s: float = 3.0,
+        layout: keys.KeyLayout = keys.SINGLE_NODE,
     ) -> None:
         self.redis = redis
+        self.layout = layout
         self.runners = runners
         self.replica_id = replica_id
         self.interval_s = interval_s
@@ -55,7 +57,9 @@ class Sweeper:
         """One round: take the lock if free, then sweep. Returns what was found."""
         lock_ms = max(int(self.interval_s * 1000), 100)
         async with asyncio.timeout(self.store_timeout_s):
-            got = await self.redis.set(keys.SWEEPER_LOCK, self.replica_id, nx=True, px=lock_ms)
+            got = await self.redis.set(
+                self.layout.sweeper_lock(), self.replica_id, nx=True, px=lock_ms
+            )
         if not got:
             self.metrics.sweeper_actions.labels("skipped_locked").inc()
             return []
@@ -79,7 +83,7 @@ class Sweeper:
             try:
                 if self._store_failed:
                     async with asyncio.timeout(self.store_timeout_s):
-                        await self.redis.ping()
+                        await ping(self.redis)  # on a cluster: every master
                     self._store_failed = False
                     hold_s = self.runners.heartbeat_timeout_ms / 1000
                     self._hold_until = time.monotonic() + hold_s
