@@ -175,3 +175,43 @@ async def test_the_client_follows_a_failover(own_cluster: RedisClusterProcess) -
         assert await client.get(names[0]) == b"after"
     finally:
         await client.aclose()
+
+
+#: Keeps the server busy for ARGV[1] microseconds (a slow script, as another client's).
+_BUSY = """
+local t = redis.call('TIME')
+local start = tonumber(t[1]) * 1000000 + tonumber(t[2])
+while true do
+  local n = redis.call('TIME')
+  if tonumber(n[1]) * 1000000 + tonumber(n[2]) - start > tonumber(ARGV[1]) then break end
+end
+return 1
+"""
+
+
+async def test_a_command_that_timed_out_is_not_sent_again(
+    redis_cluster: RedisClusterProcess,
+) -> None:
+    """The single-node rule on a cluster too. A master busy for 0.45 s runs the INCR it was
+    sent once it is free, after the 0.3 s timeout; upstream's cluster client would have sent
+    it again on a new connection meanwhile and answered 2."""
+    client = cluster_client(redis_cluster.url, socket_timeout=0.3)
+    try:
+        key = keys.CLUSTER.heartbeat("r-timeout")
+        await client.set(key, 0)
+        owner = client.get_node_from_key(key)
+        assert owner is not None
+
+        def busy() -> None:
+            with redis.Redis(port=owner.port, socket_timeout=5) as other:
+                other.eval(_BUSY, 0, 450_000)
+
+        slow = asyncio.create_task(asyncio.to_thread(busy))
+        await asyncio.sleep(0.05)  # the busy script runs
+        with pytest.raises(redis.exceptions.TimeoutError):
+            await client.incr(key)
+        await slow
+        assert await client.get(key) == b"1"
+    finally:
+        await client.delete(keys.CLUSTER.heartbeat("r-timeout"))
+        await client.aclose()

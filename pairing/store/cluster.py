@@ -17,6 +17,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ClusterDownError, SlotNotCoveredError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pairing.store.client import CLUSTER_SCHEMES, lost_connection_retry
 
@@ -62,6 +64,19 @@ def parse_cluster_url(url: str) -> ClusterURL:
     )
 
 
+class _RedisCluster(RedisCluster):
+    """redis-py's cluster client, resending a command only when it cannot have run.
+
+    Upstream also resends after a timeout (``RedisCluster.ERRORS_ALLOW_RETRY``), when the
+    server may have run the command and only answered late; the scripts are not
+    idempotent. A lost connection (the single-node rule), a CLUSTERDOWN reply or a slot
+    with no master yet (both refused before running) are still resent once, on a fresh
+    slot map.
+    """
+
+    ERRORS_ALLOW_RETRY = (RedisConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
+
+
 def cluster_client(
     url: str,
     *,
@@ -91,4 +106,4 @@ def cluster_client(
     if max_connections is not None:
         options["max_connections"] = max_connections
     startup = [ClusterNode(host, port) for host, port in spec.nodes]
-    return RedisCluster(startup_nodes=startup, **options)
+    return _RedisCluster(startup_nodes=startup, **options)

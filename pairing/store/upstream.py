@@ -41,6 +41,8 @@ RELIED_ON: tuple[tuple[str, str], ...] = (
     ("redis.client", "NEVER_DECODE"),
     ("redis.asyncio.connection", "AbstractConnection._reader"),  # set by connect()
     ("redis.asyncio.connection", "AbstractConnection._writer"),
+    # pairing.store.cluster narrows which errors the cluster client resends after
+    ("redis.asyncio.cluster", "RedisCluster.ERRORS_ALLOW_RETRY"),
 )
 
 #: Upstream code whose behaviour ``reader_options``, ``parse_reply`` and
@@ -54,6 +56,9 @@ MIRRORED: dict[str, str] = {
     # AutoPipelineRedis.execute_command: replaces it for the pipelined commands (one retry
     # on a lost connection, as the pool's default Retry does)
     "redis.asyncio.client.Redis.execute_command": "b35fa092ad038e77",
+    # pairing.store.cluster._RedisCluster: upstream's retry loop resends after the errors in
+    # ``self.__class__.ERRORS_ALLOW_RETRY``, which the subclass narrows
+    "redis.asyncio.cluster.RedisCluster.execute_command": "e89f547a70075fa6",
 }
 
 
