@@ -109,6 +109,7 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
             ttl_s=settings.resume.ttl_s,
             seq_ttl_s=settings.resume.seq_ttl_s,
             heartbeat_timeout_s=hb.timeout_s,
+            layout=layout,
         ),
         fanout=fanout,
         send=send,
