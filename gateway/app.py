@@ -77,9 +77,11 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
     metrics.track_fanout(lambda: {"local": fanout.delivered_locally, "published": fanout.published})
     hb = settings.heartbeat
     sessions = PairingSessionService(
-        store, heartbeat_timeout_s=hb.timeout_s, heartbeat_ttl_s=hb.ttl_s
+        store, heartbeat_timeout_s=hb.timeout_s, heartbeat_ttl_s=hb.ttl_s, layout=layout
     )
-    runners = RunnerRegistry(store, heartbeat_timeout_s=hb.timeout_s, heartbeat_ttl_s=hb.ttl_s)
+    runners = RunnerRegistry(
+        store, heartbeat_timeout_s=hb.timeout_s, heartbeat_ttl_s=hb.ttl_s, layout=layout
+    )
     gateway = PairingGateway(
         sessions=sessions,
         runners=runners,
@@ -94,7 +96,10 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
             history_max_len=settings.history.max_len,
         ),
         codes=PairingCodeService(
-            store, ttl_s=settings.pairing_code.ttl_s, heartbeat_timeout_s=hb.timeout_s
+            store,
+            ttl_s=settings.pairing_code.ttl_s,
+            heartbeat_timeout_s=hb.timeout_s,
+            layout=layout,
         ),
         rate_limit=RateLimitService(
             store,

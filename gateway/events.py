@@ -150,8 +150,9 @@ class PairingGateway:
         self.rate_limit = rate_limit
         self.history = history
         self.relay = relay
+        # (built here from the other services, in their key layout)
         self.pairing = AppPairingService(
-            codes.redis, codes=codes, rate_limit=rate_limit, history=history
+            codes.redis, codes=codes, rate_limit=rate_limit, history=history, layout=codes.layout
         )
         self.fanout = fanout
         #: Emits to one local socket (python-socketio); ``deliver`` is the way in.
