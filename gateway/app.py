@@ -57,7 +57,7 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
     sio.attach(app, socketio_path="socket.io")
 
     async def send(sid: str, event: str, data: Any) -> None:
-        await sio.emit(event, data, to=sid)
+        await sio.emit_to(sid, event, data)
 
     async def local_emit(sid: str, event: str, data: Any) -> None:
         await gateway.deliver(sid, event, data)  # resume floors, then send
@@ -187,9 +187,8 @@ def _wire_socket_events(sio: GatewayServer, gateway: PairingGateway, trusted: li
         except Exception:
             log.exception("disconnect handling failed")
 
-    @sio.on("*")  # type: ignore[untyped-decorator]
-    async def on_event(event: str, sid: str, *args: Any) -> dict[str, Any]:
-        return await gateway.dispatch(event, sid, args)
+    # every other event, straight from the socket's queue (GatewayServer._drain)
+    sio.event_handler = gateway.dispatch
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:

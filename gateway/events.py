@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 from redis.exceptions import RedisError
 
+from gateway.deadlines import Deadlines
 from gateway.fanout import Fanout, LocalEmit, room_for_app, room_for_runner
 from gateway.metrics import Metrics
 from gateway.protocol import (
@@ -174,6 +175,8 @@ class PairingGateway:
             Event.APP_RESIZE: self.app_resize,
         }
         self._background: set[asyncio.Task[None]] = set()
+        #: Every event's bound (store_timeout_s): one timer for all, not one per event.
+        self._deadlines = Deadlines(options.store_timeout_s)
         #: sid -> confirmation of its room's subscription, for an app resuming at connect.
         self._resume_waits: dict[str, asyncio.Future[None] | None] = {}
 
@@ -189,8 +192,17 @@ class PairingGateway:
                 raise GatewayError(ErrorCode.INVALID_PAYLOAD, f"unknown event {event[:64]!r}")
             if conn is None:
                 raise GatewayError(ErrorCode.INTERNAL, "connection state is missing")
-            async with asyncio.timeout(self.options.store_timeout_s):
+            task = asyncio.current_task()
+            assert task is not None
+            deadline = self._deadlines.enter(task)
+            try:
                 ack = await handler(conn, args)
+            except BaseException as exc:
+                expired = self._deadlines.leave(deadline, task)
+                if expired and isinstance(exc, asyncio.CancelledError):
+                    raise TimeoutError("the event outlasted store_timeout_s") from None
+                raise
+            self._deadlines.leave(deadline, task)
             result = "success"
         except GatewayError as exc:
             ack, result = error_ack(exc.code, exc.message), exc.code.value

@@ -324,12 +324,27 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             self.upgraded = True
 
         self._ws = ws
+        self._transport = getattr(ws.environ.get("aiohttp.request"), "transport", None)
         writer_task = asyncio.ensure_future(self._write_websocket(ws))
+        on_message = self.server.handlers.get("message")
         while True:
             try:
                 data = await self._receive_frame(ws)
                 if data is None:
                     break  # closed by the client
+                if (
+                    on_message is not None
+                    and type(data) is str
+                    and data[:1] == "4"
+                    and "0" <= data[1:2] <= "9"
+                ):
+                    # A MESSAGE carrying a Socket.IO packet: engineio's decode tries the text
+                    # after the "4" as JSON, refuses it (it starts with a digit) and keeps the
+                    # text, which receive() hands to this same handler.
+                    await self._on_message(on_message, data[1:])
+                    if self.closed:
+                        break
+                    continue
                 pkt = packet.Packet(encoded_packet=data)
             except (Exception, asyncio.CancelledError):
                 # closed, broken, oversized or undecodable: the connection ends, as in
@@ -345,24 +360,82 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
                 self.server.logger.exception("Unknown receive error")
             if self.closed:
                 break  # an Engine.IO close from the client, or the server closed it
-        self._ws = None
+        self._ws = self._transport = None
         self.queue.put_nowait(None)  # unlock the writer so it can exit
         await writer_task
         await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
 
+    async def _on_message(self, handler: Any, data: str) -> None:
+        """engineio's run of the message handler (inline, errors logged, never raised)."""
+        try:
+            await handler(self.sid, data)
+        except Exception:
+            self.server.logger.exception("message async handler error")
+
     async def _write_websocket(self, ws: Any) -> None:
+        sock = ws._sock
         while True:
             packets = await self._next_packets()
             if not packets:
                 break  # the close marker
+            self._writing = True
             try:
                 for pkt in packets:
-                    await ws.send(pkt.encode())
+                    encoded = pkt.encode()
+                    if type(encoded) is str:
+                        await sock.send_str(encoded)
+                    else:
+                        await sock.send_bytes(encoded)
                     self._out_bytes -= _size(pkt)
             except (Exception, asyncio.CancelledError):
                 break
+            finally:
+                self._writing = False
         with contextlib.suppress(Exception):
             await ws.close()
+
+    #: The writer task holds packets it has not written yet.
+    _writing: bool = False
+
+    def _can_write_through(self, size: int) -> bool:
+        """Whether a packet may go to the transport now, ahead of the writer task.
+
+        Only when nothing waits before it (the queue is empty, the writer holds nothing, the
+        transport has nothing buffered) and it is small: aiohttp then writes it without
+        awaiting anything (no drain, no compression in an executor), so it cannot overtake
+        a packet, block its sender on a slow reader, or escape ``max_buffered_bytes``.
+        """
+        transport = self._transport
+        return (
+            size <= _WRITE_THROUGH_MAX
+            and self._ws is not None
+            and not self._writing
+            and not self.queue._items
+            and not self.upgrading
+            and transport is not None
+            and not transport.get_write_buffer_size()
+        )
+
+    _transport: Any = None
+
+    async def send_text(self, text: str) -> None:
+        """Send a MESSAGE packet of ``text``: straight to the websocket when nothing waits.
+
+        The per-event path (acks, local emits): engineio queues every packet for the
+        connection's writer task, a task switch and a packet object per message.
+        """
+        if self.closed:
+            raise exceptions.SocketIsClosedError()
+        last_ping = self.last_ping
+        if (
+            self._can_write_through(len(text))
+            and not (last_ping and time.time() - last_ping > self.server.ping_timeout)
+            and not self.closing
+        ):
+            with contextlib.suppress(Exception):  # a broken transport: the reader ends it
+                await self._ws._sock.send_str("4" + text)
+            return
+        await self.send(packet.Packet(packet.MESSAGE, data=text))
 
 
 class _WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
@@ -383,6 +456,11 @@ class _WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
         self.environ = environ
         await self.handler(self)
         return self._sock
+
+
+#: Longest text written ahead of the writer task: at most 16 KiB of UTF-8, which aiohttp
+#: writes (and, with compression on, compresses) without awaiting.
+_WRITE_THROUGH_MAX = 4096
 
 
 def _size(pkt: Any) -> int:
@@ -460,6 +538,13 @@ class LeanEngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
 
     def create_queue(self, *args: Any, **kwargs: Any) -> LeanQueue:
         return LeanQueue()
+
+    async def send_text(self, sid: str, text: str) -> None:
+        """engineio's ``send`` of a text message, written through when nothing waits."""
+        socket = self.sockets.get(sid)
+        if socket is None or socket.closed:
+            return  # engineio's send_packet: the socket is not available
+        await socket.send_text(text)
 
     def attach(self, app: Any, engineio_path: str = "engine.io") -> None:
         """engineio's routes (GET, POST, OPTIONS), and every other method to the server too."""

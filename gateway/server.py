@@ -58,6 +58,9 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         self._inboxes: dict[str, _Inbox] = {}
         #: Called with the sid once a connection's CONNECT has been sent (resume replays).
         self.after_connect: Callable[[str], Awaitable[None]] | None = None
+        #: Handles every event of the default namespace: (event, sid, args) -> the ack's
+        #: argument. Without it, events go to python-socketio's handlers (``on``).
+        self.event_handler: Callable[[str, str, tuple[Any, ...]], Awaitable[Any]] | None = None
 
     def _engineio_server_class(self) -> type[LeanEngineIOServer]:
         return LeanEngineIOServer
@@ -161,13 +164,48 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
                 if not self.manager.is_connected(sid, namespace):
                     continue  # it left (or was evicted) after this event arrived
                 try:
-                    await self._handle_event_internal(self, sid, eio_sid, data, namespace, id)
+                    handler = self.event_handler
+                    if handler is None or namespace != "/":
+                        await self._handle_event_internal(self, sid, eio_sid, data, namespace, id)
+                        continue
+                    ack = await handler(data[0], sid, tuple(data[1:]))
+                    if id is not None:
+                        await self._send_ack(eio_sid, id, ack)
                 except Exception:
                     log.exception("event handling failed")
         finally:
             inbox.task = None
             if not inbox.pending and self._inboxes.get(eio_sid) is inbox:
                 del self._inboxes[eio_sid]
+
+    async def _send_ack(self, eio_sid: str, id: int, ack: Any) -> None:
+        """An ACK of the default namespace, as ``_handle_event_internal`` sends it.
+
+        Encoded here when it holds JSON types only (the acks the gateway builds): without
+        python-socketio's packet objects and their search for binary data.
+        """
+        args = [] if ack is None else list(ack) if isinstance(ack, tuple) else [ack]
+        if _plain(args):
+            await self.eio.send_text(eio_sid, f"{packet.ACK}{id}{_dumps(args)}")
+        else:
+            await self._send_packet(
+                eio_sid, self.packet_class(packet.ACK, namespace="/", id=id, data=args)
+            )
+
+    async def emit_to(self, sid: str, event: str, data: Any) -> None:
+        """``emit(event, data, to=sid)`` in the default namespace, encoded here when it can be.
+
+        python-socketio's emit goes through its manager: a packet object, a search for
+        binary data, and a task per recipient, for what is here one socket.
+        """
+        eio_sid = self.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is None:
+            return  # not (or no longer) connected, as the manager finds no participant
+        args = [str(event) if isinstance(event, str) else event, data]  # a StrEnum: its value
+        if _plain(args):
+            await self.eio.send_text(eio_sid, f"{packet.EVENT}{_dumps(args)}")
+        else:
+            await self.emit(event, data, to=sid)
 
     async def _settle(self, eio_sid: str) -> None:
         """Wait (bounded) for the events that arrived before a disconnect."""
@@ -190,6 +228,11 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         pending = self._binary_packet.get(eio_sid)
+        if pending is None and type(data) is str and data[:1] == "2":
+            event = _parse_event(data)
+            if event is not None:
+                await self._handle_event(eio_sid, "/", event[0], event[1])
+                return
         try:
             await super()._handle_eio_message(eio_sid, data)
         except Exception as exc:
@@ -221,6 +264,48 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
             )
         except Exception as exc:
             log.info("could not ack a malformed packet", extra={"error": repr(exc)[:200]})
+
+
+_dumps = MsgspecJSON.dumps
+_decode_json = MsgspecJSON.loads
+_SCALARS = frozenset({str, int, bool, float, type(None)})
+#: Digits of an ack id read by ``_parse_event`` (python-socketio reads up to 100).
+_MAX_ID_DIGITS = 18
+
+
+def _parse_event(data: str) -> tuple[int | None, list[Any]] | None:
+    """An EVENT packet of the default namespace: (ack id, [name, *args]), else None.
+
+    Only the common shape, ``2`` then an optional ack id then a JSON array, which
+    python-socketio's ``Packet`` decodes to the same; anything else (a namespace, an
+    attachment count, a body that is not an array or does not parse) is None and left
+    to python-socketio, with its answers for bad packets.
+    """
+    end = len(data)
+    i = 1
+    while i < end and "0" <= data[i] <= "9":
+        i += 1
+    if i == end or data[i] != "[" or i - 1 > _MAX_ID_DIGITS:
+        return None
+    try:
+        args = _decode_json(data[i:])
+    except Exception:
+        return None
+    if type(args) is not list:
+        return None
+    return (int(data[1:i]) if i > 1 else None), args
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` holds JSON types only (no bytes: those need binary attachments)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is dict:
+        return all(type(v) in _SCALARS or _plain(v) for v in value.values())
+    if kind is list:
+        return all(type(v) in _SCALARS or _plain(v) for v in value)
+    return False
 
 
 #: The header of a Socket.IO EVENT or BINARY_EVENT packet that carries an ack id.

@@ -71,7 +71,29 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     ),
     "engineio.async_socket.AsyncSocket.receive": (
         "a91ae36ec2fb5340",
-        "called by LeanSocket._websocket_handler; a CLOSE closes with abort (no packet)",
+        "called by LeanSocket._websocket_handler; a CLOSE closes with abort (no packet); "
+        "a MESSAGE goes to the 'message' handler, which the handler calls directly",
+    ),
+    "engineio.async_server.AsyncServer._trigger_event": (
+        "4a09b6e47eb66532",
+        "LeanSocket._on_message runs the 'message' handler as this does (inline, logged)",
+    ),
+    "engineio.packet.Packet.decode": (
+        "18e27ff7fd56addd",
+        "a text MESSAGE whose body starts with a digit keeps its body as a str: "
+        "LeanSocket._websocket_handler hands that body on without decoding",
+    ),
+    "engineio.async_server.AsyncServer.send": (
+        "ff1fdb18f1c30bb3",
+        "LeanEngineIOServer.send_text does what it does for a str, written through",
+    ),
+    "engineio.async_server.AsyncServer.send_packet": (
+        "c54317440865030d",
+        "LeanEngineIOServer.send_text: a missing or closed socket is skipped",
+    ),
+    "engineio.async_drivers.aiohttp.WebSocket.send": (
+        "9acf5561b663a59f",
+        "LeanSocket writes through the aiohttp WebSocketResponse (_sock) it wraps",
     ),
     "engineio.async_socket.AsyncSocket.send": (
         "0437276ccba7ab09",
@@ -144,7 +166,28 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     ),
     "socketio.async_server.AsyncServer._handle_event_internal": (
         "472e8b723a12d507",
-        "called by GatewayServer._drain",
+        "called by GatewayServer._drain without an event_handler; _send_ack sends the "
+        "ACK as it does",
+    ),
+    "socketio.packet.Packet.decode": (
+        "61ad7904b539f472",
+        "_parse_event reads the EVENT packets it takes as this decodes them",
+    ),
+    "socketio.packet.Packet.encode": (
+        "513c45be75181da2",
+        "GatewayServer._send_ack and emit_to encode ACK and EVENT packets as this does",
+    ),
+    "socketio.async_server.AsyncServer.emit": (
+        "84391bfd624104d1",
+        "GatewayServer.emit_to: its fallback, for data with binary parts",
+    ),
+    "socketio.async_manager.AsyncManager.emit": (
+        "01ccd5b82b4f955e",
+        "GatewayServer.emit_to sends to one sid as this does, without a task per recipient",
+    ),
+    "socketio.base_manager.BaseManager.get_participants": (
+        "7d78ad681c95de5b",
+        "GatewayServer.emit_to: a sid's own room holds it, as eio_sid_from_sid finds it",
     ),
     "socketio.async_server.AsyncServer._handle_eio_message": (
         "bef50fc0e1635921",
@@ -172,7 +215,7 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     ),
     "socketio.base_manager.BaseManager.eio_sid_from_sid": (
         "b0c0aeb5430d5248",
-        "GatewayServer.slim_environ",
+        "GatewayServer.slim_environ and emit_to",
     ),
     "socketio.base_manager.BaseManager.is_connected": (
         "d37721466718b4f4",
