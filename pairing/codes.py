@@ -2,6 +2,13 @@
 
 ``pairing:code:{CODE}`` -> runnerId and ``pairing:runner_code:{runnerId}`` -> CODE, both
 expiring together. Codes are stored upper-cased, so they compare case-insensitively.
+
+In the cluster layout the two keys are in different slots (the code's ``{CODE}``, the
+runner's ``{runnerId}``), so issuing a code is ordered single-slot steps: claim the code key
+(refused when another runner holds it), then point the runner at it, then drop the code it
+replaced. The runner's ``pairing:runner_code`` is the truth: a crash between the steps can
+leave a code key whose runner points at another code, and a reader that checks both
+(``runner_code(code's runner) == CODE``) refuses it; otherwise it expires with its TTL.
 """
 
 from __future__ import annotations
@@ -38,6 +45,33 @@ if old and old ~= code then
 end
 redis.call('SET', code_key, runner, 'PX', code_ttl)
 redis.call('SET', runner_code_key, code, 'PX', code_ttl)
+"""
+
+#: Cluster, the code's slot: claim ``KEYS[1]`` for runner ARGV[1] for ARGV[2] ms unless another
+#: runner holds it. Returns {'taken'} or {'ok', now ms, 1 if the key was new else 0}.
+CLAIM_CODE = (
+    NOW_MS
+    + """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return {'taken'} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {'ok', string.format('%.0f', now), holder and 0 or 1}
+"""
+)
+
+#: Cluster, the runner's slot: point the runner at code ARGV[1] for ARGV[2] ms. KEYS:
+#: runner-code key. Returns the code it pointed at before ('' when none).
+POINT_RUNNER = """
+local old = redis.call('GET', KEYS[1]) or ''
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return old
+"""
+
+#: Delete KEYS[1] if it holds ARGV[1] (a code key still naming the runner, a runner-code key
+#: still naming the code). Returns 1 if deleted.
+DELETE_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 #: KEYS: code key, runner-code key. ARGV: runner, CODE, ttl ms, code prefix.
@@ -151,11 +185,19 @@ class PairingCodeService:
         self._consume = Script(redis, _CONSUME)
         self._revoke = Script(redis, _REVOKE)
         self._redeem = Script(redis, _REDEEM)
+        # Code issuing on a cluster (``register``, ``revoke``).
+        self._claim_code = Script(redis, CLAIM_CODE)
+        self._point_runner = Script(redis, POINT_RUNNER)
+        self._delete_if = Script(redis, DELETE_IF)
 
     async def load_scripts(self) -> None:
+        scripts = [self._consume, self._redeem]
         if self.cluster is not None:
             await self.cluster.load_scripts()
-        await preload(self.redis, self._register, self._consume, self._revoke, self._redeem)
+            scripts += [self._claim_code, self._point_runner, self._delete_if]
+        else:
+            scripts += [self._register, self._revoke]
+        await preload(self.redis, *scripts)
 
     async def register(self, runner_id: str, code: str | None = None) -> RegisteredCode:
         """Give the runner ``code`` (or a fresh one), revoking its previous code.
@@ -166,13 +208,38 @@ class PairingCodeService:
         attempts = 1 if code is not None else 5
         for _ in range(attempts):
             candidate = (code if code is not None else generate_code()).upper()
+            if self.layout.cluster:
+                issued = await self._issue_cluster(runner_id, candidate)
+                if issued is not None:
+                    return issued
+                continue
             status, expires = await self._register(
-                [keys.code(candidate), keys.runner_code(runner_id)],
+                [self.layout.code(candidate), self.layout.runner_code(runner_id)],
                 [runner_id, candidate, self.ttl_ms, keys.CODE_PREFIX],
             )
             if as_str(status) == "ok":
                 return RegisteredCode(candidate, int(expires))
         raise CodeTakenError(code or "generated")
+
+    async def _issue_cluster(self, runner_id: str, code: str) -> RegisteredCode | None:
+        """Claim the code (its slot), point the runner at it, drop the code it replaced;
+        None when another runner holds the code (nothing written)."""
+        claimed = await self._claim_code([self.layout.code(code)], [runner_id, self.ttl_ms])
+        if as_str(claimed[0]) != "ok":
+            return None
+        old = await self.point_runner(runner_id, code)
+        if old and old != code:
+            await self.drop_code(old, runner_id)
+        return RegisteredCode(code, int(claimed[1]) + self.ttl_ms)
+
+    async def point_runner(self, runner_id: str, code: str) -> str:
+        """Cluster: the runner's code is now ``code``; returns the one before ('' when none)."""
+        old = await self._point_runner([self.layout.runner_code(runner_id)], [code, self.ttl_ms])
+        return as_str(old)
+
+    async def drop_code(self, code: str, runner_id: str) -> bool:
+        """Cluster: delete code ``code`` if it still names ``runner_id``."""
+        return bool(await self._delete_if([self.layout.code(code)], [runner_id]))
 
     async def lookup(self, code: str) -> str | None:
         """The runner holding ``code``, without spending it."""
@@ -187,13 +254,27 @@ class PairingCodeService:
         return None if runner is None else as_str(runner)
 
     async def revoke(self, runner_id: str) -> bool:
-        """Drop the runner's live code, if any."""
-        return bool(
-            await self._revoke([keys.runner_code(runner_id)], [keys.CODE_PREFIX, runner_id])
-        )
+        """Drop the runner's live code, if any.
+
+        On a cluster: read the runner's code, delete the code key (its slot), then the
+        runner's pointer if it still names that code. The code stops working first, so a
+        crash between the steps leaves a runner showing a dead code, never a live code the
+        runner no longer shows."""
+        if not self.layout.cluster:
+            return bool(
+                await self._revoke(
+                    [self.layout.runner_code(runner_id)], [keys.CODE_PREFIX, runner_id]
+                )
+            )
+        code = await self.current_code(runner_id)
+        if code is None:
+            return False
+        await self.drop_code(code, runner_id)
+        await self._delete_if([self.layout.runner_code(runner_id)], [code])
+        return True
 
     async def current_code(self, runner_id: str) -> str | None:
-        value = await self.redis.get(keys.runner_code(runner_id))
+        value = await self.redis.get(self.layout.runner_code(runner_id))
         return None if value is None else as_str(value)
 
     async def redeem(self, code: str, app_session_id: str) -> RedeemResult:

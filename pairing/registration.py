@@ -12,6 +12,26 @@ it for ``key_ttl_s`` after its last successful registration. Redis holds only th
 SHA-256. The runner generates the key at random (at least 22 chars of a base64 alphabet,
 about 128 bits), so a fast hash is enough: there is no dictionary to try against a hash of a
 random secret, and a leak of Redis gives nobody a key to present.
+
+In the cluster layout the keys are on five slots (the address's counter, the runner's keys,
+the code, an index shard, a history shard), so registering is ordered single-slot steps,
+each a script or command on one hash tag (docs/round-trips.md):
+
+1. count the attempt (the counter's slot); over the limit: RATE_LIMITED, nothing else written;
+2. check the token verdict and the key binding, read-only (the runner's slot); refused:
+   one history entry (a history shard), UNAUTHORIZED;
+3. claim the code (its slot), CODE_TAKEN when another runner holds it; a generated code that
+   collides is drawn again from step 1;
+4. the runner's index entry (an index shard): a hint the sweeper checks, written before the
+   claim so that a crash never leaves a claimed runner outside the index;
+5. check the binding again and, if it still holds, bind or refresh the key, point the runner
+   at the code, make the connection the owner with a heartbeat (the runner's slot); if a
+   racing registration bound another key meanwhile, the new code is dropped again;
+6. drop the code the runner had before (its slot).
+
+The runner's own keys (step 5) are the truth a client sees: before step 5 the live runner
+keeps its owner, code, heartbeat and pairings; a code claimed in step 3 whose registration
+went no further names the runner but is not the runner's code (and expires with its TTL).
 """
 
 from __future__ import annotations
@@ -21,9 +41,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 from pairing import keys
-from pairing.codes import SET_CODE, generate_code
+from pairing.codes import CLAIM_CODE, DELETE_IF, SET_CODE, generate_code
 from pairing.history import HistoryEvent
-from pairing.runners import CLAIM
+from pairing.runners import CLAIM, INDEX
 from pairing.scripts import NOW_MS, Script, as_str, preload
 from pairing.store import Redis
 
@@ -81,6 +101,67 @@ return 1
 """
 
 
+#: Cluster step 1, the counter's slot. KEYS: counter. ARGV: window ms. Returns the count.
+_COUNT = """
+local attempts = redis.call('INCR', KEYS[1])
+if attempts == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return attempts
+"""
+
+#: Lua: ``refused`` is the reason the key binding ``bound`` (or the token verdict) refuses the
+#: presented key, nil when it does not. Expects ``presented``, ``bound``, ``token_ok`` and
+#: ``key_required`` ('1'/'0').
+_KEY_VERDICT = """
+local refused = nil
+if token_ok ~= '1' then refused = 'BAD_TOKEN'
+elseif bound and presented == '' then refused = 'KEY_MISSING'
+elseif bound and bound ~= presented then refused = 'KEY_MISMATCH'
+elseif not bound and presented == '' and key_required == '1' then refused = 'KEY_REQUIRED'
+end
+"""
+
+#: Cluster step 2, the runner's slot, read-only. KEYS: key binding. ARGV: key hash, key
+#: required, token ok. Returns the refusal reason or ''.
+_CHECK_KEY = (
+    """
+local presented, token_ok, key_required = ARGV[1], ARGV[3], ARGV[2]
+local bound = redis.call('GET', KEYS[1])
+"""
+    + _KEY_VERDICT
+    + """
+return refused or ''
+"""
+)
+
+#: Cluster step 5, the runner's slot. KEYS: key binding, runner code, owner, heartbeat, index
+#: mark. ARGV: key hash, key required, CODE, code ttl ms, key ttl ms, conn, heartbeat ttl ms,
+#: mark ttl ms. Returns {'unauthorized', reason} | {'ok', previous owner, replaced code}.
+_CLAIM_REGISTERED = (
+    NOW_MS
+    + """
+local presented, token_ok, key_required = ARGV[1], '1', ARGV[2]
+local bound = redis.call('GET', KEYS[1])
+"""
+    + _KEY_VERDICT
+    + """
+if refused then return {'unauthorized', refused} end
+if presented ~= '' then redis.call('SET', KEYS[1], presented, 'PX', ARGV[5]) end
+local replaced = redis.call('GET', KEYS[2]) or ''
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+local previous = redis.call('GET', KEYS[3]) or ''
+redis.call('SET', KEYS[3], ARGV[6])
+redis.call('SET', KEYS[4], string.format('%.0f', now), 'PX', ARGV[7])
+redis.call('SET', KEYS[5], '1', 'PX', ARGV[8])
+return {'ok', previous, replaced}
+"""
+)
+
+#: Cluster: release a key binding (the runner's slot). KEYS: key binding. Returns 1 if bound.
+_RELEASE_KEY_SLOT = """
+return redis.call('DEL', KEYS[1])
+"""
+
+
 class RegistrationStatus(Enum):
     REGISTERED = "ok"
     RATE_LIMITED = "limited"
@@ -126,8 +207,11 @@ class RunnerRegistration:
         limit: int = 60,
         window_s: float = 60.0,
         history_max_len: int = 100_000,
+        heartbeat_timeout_s: float = 30.0,
+        layout: keys.KeyLayout = keys.SINGLE_NODE,
     ) -> None:
         self.redis = redis
+        self.layout = layout
         self.code_ttl_ms = int(code_ttl_s * 1000)
         self.heartbeat_ttl_ms = int(heartbeat_ttl_s * 1000)
         self.key_ttl_ms = int(key_ttl_s * 1000)
@@ -135,15 +219,40 @@ class RunnerRegistration:
         self.limit = limit
         self.window_ms = int(window_s * 1000)
         self.history_max_len = history_max_len
-        self._register = Script(redis, _REGISTER)
-        self._release_key = Script(redis, _RELEASE_KEY)
+        #: How long a heartbeat may skip the index shard (``keys.LAST_SEEN_MARK_PREFIX``).
+        self.mark_ttl_ms = max(int(heartbeat_timeout_s * 1000) // 2, 1)
+        if layout.cluster:
+            self._scripts = [
+                Script(redis, source)
+                for source in (
+                    _COUNT,
+                    _CHECK_KEY,
+                    CLAIM_CODE,
+                    INDEX,
+                    _CLAIM_REGISTERED,
+                    DELETE_IF,
+                    _RELEASE_KEY_SLOT,
+                )
+            ]
+            (
+                self._count,
+                self._check_key,
+                self._claim_code,
+                self._index,
+                self._claim_registered,
+                self._delete_if,
+                self._release_key_slot,
+            ) = self._scripts
+        else:
+            self._register = Script(redis, _REGISTER)
+            self._release_key = Script(redis, _RELEASE_KEY)
+            self._scripts = [self._register, self._release_key]
 
     async def load_scripts(self) -> None:
-        await preload(self.redis, self._register, self._release_key)
+        await preload(self.redis, *self._scripts)
 
-    @staticmethod
-    def attempts_key(address: str) -> str:
-        return keys.rate_limit("register:addr", address)
+    def attempts_key(self, address: str) -> str:
+        return self.layout.rate_limit("register:addr", address)
 
     async def register(
         self,
@@ -164,6 +273,11 @@ class RunnerRegistration:
         """
         digest = "" if runner_key is None else key_digest(runner_key)
         tries = 1 if code is not None else 5
+        if self.layout.cluster:
+            return await self._register_cluster(
+                runner_id, conn_id, address, code, digest, token_ok, tries
+            )
+        layout = self.layout
         reply: list[bytes | str] = []
         candidate = ""
         for _ in range(tries):
@@ -171,13 +285,13 @@ class RunnerRegistration:
             reply = await self._register(
                 [
                     self.attempts_key(address),
-                    keys.runner_key(runner_id),
-                    keys.code(candidate),
-                    keys.runner_code(runner_id),
-                    keys.owner(runner_id),
-                    keys.heartbeat(runner_id),
-                    keys.RUNNER_LAST_SEEN,
-                    keys.HISTORY_STREAM,
+                    layout.runner_key(runner_id),
+                    layout.code(candidate),
+                    layout.runner_code(runner_id),
+                    layout.owner(runner_id),
+                    layout.heartbeat(runner_id),
+                    layout.last_seen(runner_id),
+                    layout.history(runner_id),
                 ],
                 [
                     runner_id,
@@ -206,17 +320,106 @@ class RunnerRegistration:
         previous = as_str(reply[2])
         return Registration(status, candidate, int(reply[1]), previous or None)
 
+    async def _register_cluster(
+        self,
+        runner_id: str,
+        conn_id: str,
+        address: str,
+        code: str | None,
+        digest: str,
+        token_ok: bool,
+        tries: int,
+    ) -> Registration:
+        """The steps in the module's docstring, each on one slot."""
+        layout = self.layout
+        required = "1" if self.require_key else "0"
+        for _ in range(tries):
+            attempts = await self._count([self.attempts_key(address)], [self.window_ms])
+            if int(attempts) > self.limit:
+                return Registration(RegistrationStatus.RATE_LIMITED)
+            refused = as_str(
+                await self._check_key(
+                    [layout.runner_key(runner_id)], [digest, required, "1" if token_ok else "0"]
+                )
+            )
+            if refused:
+                return await self._refused(runner_id, address, refused)
+            candidate = (code if code is not None else generate_code()).upper()
+            claimed = await self._claim_code(
+                [layout.code(candidate)], [runner_id, self.code_ttl_ms]
+            )
+            if as_str(claimed[0]) == "ok":
+                break
+        else:
+            return Registration(RegistrationStatus.CODE_TAKEN)
+        expires_at = int(claimed[1]) + self.code_ttl_ms
+        await self._index([layout.last_seen(runner_id)], [runner_id])
+        reply = await self._claim_registered(
+            [
+                layout.runner_key(runner_id),
+                layout.runner_code(runner_id),
+                layout.owner(runner_id),
+                layout.heartbeat(runner_id),
+                layout.last_seen_mark(runner_id),
+            ],
+            [
+                digest,
+                required,
+                candidate,
+                self.code_ttl_ms,
+                self.key_ttl_ms,
+                conn_id,
+                self.heartbeat_ttl_ms,
+                self.mark_ttl_ms,
+            ],
+        )
+        if as_str(reply[0]) == RegistrationStatus.UNAUTHORIZED.value:
+            # Another key was bound between steps 2 and 5: the code claimed for this
+            # attempt goes again (only if it was new: it may be the runner's live code).
+            if int(claimed[2]) == 1:
+                await self._delete_if([layout.code(candidate)], [runner_id])
+            return await self._refused(runner_id, address, as_str(reply[1]))
+        previous, replaced = as_str(reply[1]), as_str(reply[2])
+        if replaced and replaced != candidate:
+            await self._delete_if([layout.code(replaced)], [runner_id])
+        return Registration(RegistrationStatus.REGISTERED, candidate, expires_at, previous or None)
+
+    async def _refused(self, runner_id: str, address: str, reason: str) -> Registration:
+        await self.redis.xadd(
+            self.layout.history(runner_id),
+            {
+                "event": HistoryEvent.REGISTER_REFUSED.value,
+                "runnerId": runner_id,
+                "reason": reason,
+                "address": address,
+            },
+            maxlen=self.history_max_len,
+            approximate=True,
+        )
+        return Registration(RegistrationStatus.UNAUTHORIZED, reason=RefusalReason(reason))
+
     async def is_bound(self, runner_id: str) -> bool:
-        return bool(await self.redis.exists(keys.runner_key(runner_id)))
+        return bool(await self.redis.exists(self.layout.runner_key(runner_id)))
 
     async def release_key(self, runner_id: str) -> bool:
         """Forget the runnerId's key binding (an operator's act); True if there was one.
 
         The runner's connection, code and pairings are left alone; its next registration
-        binds whatever key it presents.
+        binds whatever key it presents. On a cluster the history entry is a second step on
+        its shard, after the binding is gone.
         """
-        released = await self._release_key(
-            [keys.runner_key(runner_id), keys.HISTORY_STREAM],
-            [runner_id, self.history_max_len],
+        if not self.layout.cluster:
+            released = await self._release_key(
+                [self.layout.runner_key(runner_id), self.layout.history(runner_id)],
+                [runner_id, self.history_max_len],
+            )
+            return bool(released)
+        if not int(await self._release_key_slot([self.layout.runner_key(runner_id)], [])):
+            return False
+        await self.redis.xadd(
+            self.layout.history(runner_id),
+            {"event": HistoryEvent.RUNNER_KEY_RELEASED.value, "runnerId": runner_id},
+            maxlen=self.history_max_len,
+            approximate=True,
         )
-        return bool(released)
+        return True

@@ -128,11 +128,11 @@ return out
 """
 )
 
-#: app:command. KEYS: the app's session, then its "in" seq, hold, bytes. ARGV: heartbeat
-#: timeout ms, heartbeat prefix, expected runner, publish ('1'/'0'), channel, prefix, blob,
-#: max messages, max bytes, hold ttl ms, seq ttl ms.
-#: Returns {0} not paired, {1} runner offline, {2, runner} other runner than expected,
-#: {3, seq} relayed.
+#: app:command. KEYS: the app's session, then its "in" seq, hold, bytes, then the expected
+#: runner's heartbeat. ARGV: heartbeat timeout ms, expected runner ('' = unknown), publish
+#: ('1'/'0'), channel, prefix, blob, max messages, max bytes, hold ttl ms, seq ttl ms.
+#: Returns {0} not paired, {2, runner} other runner than expected (its heartbeat unread: the
+#: caller asks again, naming it), {1} runner offline, {3, seq} relayed.
 _INPUT = (
     NOW_MS
     + _RELAY_FUNCTIONS
@@ -144,14 +144,14 @@ if not ok or type(decoded) ~= 'table' or type(decoded['runnerId']) ~= 'string' t
   return {0}
 end
 local runner = decoded['runnerId']
-local hb = tonumber(redis.call('GET', ARGV[2] .. runner))
+if runner ~= ARGV[2] then return {2, runner} end
+local hb = tonumber(redis.call('GET', KEYS[5]))
 if not hb or now - hb > tonumber(ARGV[1]) then return {1} end
-if runner ~= ARGV[3] then return {2, runner} end
-local blob = ARGV[7]
-local seq = relay(KEYS[2], KEYS[3], KEYS[4], blob, tonumber(ARGV[8]), tonumber(ARGV[9]),
-  tonumber(ARGV[10]), tonumber(ARGV[11]))
-if ARGV[4] == '1' then
-  redis.call('PUBLISH', ARGV[5], ARGV[6] .. blob .. '\\160' .. pack_uint(seq))
+local blob = ARGV[6]
+local seq = relay(KEYS[2], KEYS[3], KEYS[4], blob, tonumber(ARGV[7]), tonumber(ARGV[8]),
+  tonumber(ARGV[9]), tonumber(ARGV[10]))
+if ARGV[3] == '1' then
+  redis.call('PUBLISH', ARGV[4], ARGV[5] .. blob .. '\\160' .. pack_uint(seq))
 end
 return {3, seq}
 """
@@ -389,10 +389,13 @@ class RelayService:
         if self.layout.cluster:
             return await self._input_cluster(app_session_id, expected_runner, channel, prefix, blob)
         reply = await self._input(
-            [self.layout.session(app_session_id), *self._resume_keys(app_session_id, IN)],
+            [
+                self.layout.session(app_session_id),
+                *self._resume_keys(app_session_id, IN),
+                self.layout.heartbeat(expected_runner or ""),
+            ],
             [
                 self.heartbeat_timeout_ms,
-                keys.HEARTBEAT_PREFIX,
                 expected_runner or "",
                 "0" if channel is None else "1",
                 channel or "",
@@ -418,14 +421,10 @@ class RelayService:
     ) -> InputResult:
         layout = self.layout
         if expected_runner is None:
-            # Who is it paired with? Then only whether that runner is online, like the
-            # single script, which answers "offline" before "another runner".
-            raw = await self.redis.get(layout.session(app))
-            runner = _runner_of(raw)
+            # Who is it paired with? The caller asks again naming it, as on one Redis.
+            runner = _runner_of(await self.redis.get(layout.session(app)))
             if runner is None:
                 return InputResult(InputStatus.NOT_PAIRED)
-            if not await self._is_fresh(runner):
-                return InputResult(InputStatus.RUNNER_OFFLINE)
             return InputResult(InputStatus.OTHER_RUNNER, runner)
         # 1. the runner's slot: online? 2. the app's slot: still paired with it, seq, hold.
         # 3. the runner's slot again: the publish. Nothing is held for an offline runner.

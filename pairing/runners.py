@@ -4,6 +4,14 @@ A runner is owned by one connection at a time (``runner:owner:{runnerId}`` holds
 connection id). A newer registration takes over; the old connection's disconnect then finds
 it no longer owns the runner and removes nothing. Heartbeats keep ``runner:last_seen`` (a
 sorted set by last heartbeat) current so that a sweeper can find stale runners cheaply.
+
+In the cluster layout the index is ``keys.SHARDS`` sorted sets on their own slots, apart from
+the runner's keys: a claim writes the runner's index entry first (a hint the sweeper checks
+against the heartbeat key, so an entry for a runner that then fails to claim is harmless),
+then owner and heartbeat in the runner's slot, so no claimed runner is missing from the
+index. A heartbeat writes its runner's slot, and the index only when
+``runner:last_seen_mark:{runnerId}`` has expired (every half heartbeat timeout): one round
+trip for most beats, two for the others.
 """
 
 from __future__ import annotations
@@ -29,6 +37,47 @@ redis.call('SET', owner_key, conn)
 redis.call('SET', heartbeat_key, string.format('%.0f', now), 'PX', heartbeat_ttl)
 redis.call('ZADD', last_seen_key, now, runner)
 """
+
+#: Cluster, an index shard: KEYS[1] gets runner ARGV[1] at now. Returns now.
+INDEX = (
+    NOW_MS
+    + """
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+return string.format('%.0f', now)
+"""
+)
+
+#: Cluster, the runner's slot. KEYS: owner, heartbeat, index mark. ARGV: conn, heartbeat ttl
+#: ms, mark ttl ms. Returns the previous owner or ''.
+CLAIM_SLOT = (
+    NOW_MS
+    + """
+local previous = redis.call('GET', KEYS[1]) or ''
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[2])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+return previous
+"""
+)
+
+#: Cluster, the runner's slot: ``_OWNED_BEAT`` without the index. KEYS: owner, heartbeat,
+#: index mark. ARGV: conn, heartbeat ttl ms, mark ttl ms. Returns 0 when taken over, 1 when
+#: written, 2 when written and the index entry is due (mark expired, or owner re-claimed).
+_OWNED_BEAT_SLOT = (
+    NOW_MS
+    + """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[2])
+local due = 1
+if not owner then
+  redis.call('SET', KEYS[1], ARGV[1])
+  due = 2
+end
+if redis.call('SET', KEYS[3], '1', 'PX', ARGV[3], 'NX') then due = 2 end
+return due
+"""
+)
 
 #: KEYS: owner, heartbeat, last_seen. ARGV: runner, conn, ttl ms. Returns previous owner or ''.
 _CLAIM = (
@@ -177,6 +226,7 @@ class RunnerRegistry:
         self.layout = layout
         self.heartbeat_timeout_ms = int(heartbeat_timeout_s * 1000)
         self.heartbeat_ttl_ms = int(heartbeat_ttl_s * 1000)
+        self.mark_ttl_ms = max(self.heartbeat_timeout_ms // 2, 1)
         self._claim = Script(redis, _CLAIM)
         self._beat = Script(redis, _OWNED_BEAT)
         self._release = Script(redis, _RELEASE)
@@ -184,6 +234,10 @@ class RunnerRegistry:
         self._forget = Script(redis, _FORGET)
         self._stale = Script(redis, _STALE)
         self._unindex = Script(redis, _UNINDEX)
+        # Claim and heartbeat on a cluster.
+        self._index = Script(redis, INDEX)
+        self._claim_slot = Script(redis, CLAIM_SLOT)
+        self._beat_slot = Script(redis, _OWNED_BEAT_SLOT)
         self.cluster = (
             ClusterPairing(
                 redis, layout, heartbeat_timeout_ms=self.heartbeat_timeout_ms, steps=steps
@@ -195,28 +249,64 @@ class RunnerRegistry:
     async def load_scripts(self) -> None:
         if self.cluster is not None:
             await self.cluster.load_scripts()
-            await preload(self.redis, self._forget, self._stale, self._unindex)
-        await preload(self.redis, self._claim, self._beat, self._release, self._sweep)
+            own = [self._forget, self._stale, self._unindex]
+            own += [self._index, self._claim_slot, self._beat_slot]
+        else:
+            own = [self._claim, self._beat]
+        await preload(self.redis, *own, self._release, self._sweep)
 
     async def claim(self, runner_id: str, conn_id: str) -> str | None:
         """Make ``conn_id`` the owner and record a heartbeat; returns the previous owner."""
-        previous = await self._claim(
-            [keys.owner(runner_id), keys.heartbeat(runner_id), keys.RUNNER_LAST_SEEN],
-            [runner_id, conn_id, self.heartbeat_ttl_ms],
-        )
+        layout = self.layout
+        if layout.cluster:
+            await self.index(runner_id)
+            previous = await self._claim_slot(
+                self._slot_keys(runner_id),
+                [conn_id, self.heartbeat_ttl_ms, self.mark_ttl_ms],
+            )
+        else:
+            previous = await self._claim(
+                [layout.owner(runner_id), layout.heartbeat(runner_id), layout.last_seen(runner_id)],
+                [runner_id, conn_id, self.heartbeat_ttl_ms],
+            )
         text = as_str(previous)
         return text or None
 
+    def _slot_keys(self, runner_id: str) -> list[str]:
+        """Cluster: owner, heartbeat and index mark, all in the runner's slot."""
+        layout = self.layout
+        return [
+            layout.owner(runner_id),
+            layout.heartbeat(runner_id),
+            layout.last_seen_mark(runner_id),
+        ]
+
+    async def index(self, runner_id: str) -> int:
+        """Cluster: put the runner in its index shard at the shard's now (returned)."""
+        now = await self._index([self.layout.last_seen(runner_id)], [runner_id])
+        return int(now)
+
     async def heartbeat(self, runner_id: str, conn_id: str) -> bool:
         """Record a heartbeat unless another connection has taken the runner over."""
-        written = await self._beat(
-            [keys.owner(runner_id), keys.heartbeat(runner_id), keys.RUNNER_LAST_SEEN],
-            [runner_id, conn_id, self.heartbeat_ttl_ms],
+        layout = self.layout
+        if not layout.cluster:
+            written = await self._beat(
+                [layout.owner(runner_id), layout.heartbeat(runner_id), layout.last_seen(runner_id)],
+                [runner_id, conn_id, self.heartbeat_ttl_ms],
+            )
+            return bool(written)
+        written = int(
+            await self._beat_slot(
+                self._slot_keys(runner_id),
+                [conn_id, self.heartbeat_ttl_ms, self.mark_ttl_ms],
+            )
         )
-        return bool(written)
+        if written == 2:
+            await self.index(runner_id)
+        return written > 0
 
     async def owner(self, runner_id: str) -> str | None:
-        value = await self.redis.get(keys.owner(runner_id))
+        value = await self.redis.get(self.layout.owner(runner_id))
         return None if value is None else as_str(value)
 
     async def release(self, runner_id: str, conn_id: str) -> list[str] | None:

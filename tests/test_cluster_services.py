@@ -20,7 +20,19 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from pairing import keys
+from pairing import (
+    CodeTakenError,
+    PairingCodeService,
+    PairingHistoryService,
+    RateLimitService,
+    RefusalReason,
+    RegistrationStatus,
+    RunnerRegistration,
+    RunnerRegistry,
+    keys,
+)
+from pairing.history import HistoryEvent, NewEntry
+from pairing.registration import key_digest
 from pairing.relay import IN, OUT, Held, InputStatus, Recipient, RelayService
 from pairing.store import Redis, connect
 from pairing.store.cluster import cluster_client
@@ -200,11 +212,12 @@ async def test_input_checks_pairing_and_heartbeat_then_holds_and_publishes(env: 
     await pair(env, APP_A, "r1", online=False)
     offline = await relay.input(APP_A, "r1", None, b"", b"x")
     assert offline.status is InputStatus.RUNNER_OFFLINE
-    assert (await relay.input(APP_A, None, None, b"", b"x")).status is InputStatus.RUNNER_OFFLINE
+    # Not knowing the runner: told which it is, and asks again naming it.
+    unknown = await relay.input(APP_A, None, None, b"", b"x")
+    assert (unknown.status, unknown.runner_id) == (InputStatus.OTHER_RUNNER, "r1")
     assert await relay.held(APP_A, IN, 0) == Held(0, 1, [])
     await beat(env, "r1")
-    unknown = await relay.input(APP_A, None, None, b"", b"x")
-    assert unknown == type(unknown)(InputStatus.OTHER_RUNNER, "r1")
+    assert await relay.input(APP_A, None, None, b"", b"x") == unknown
     other = await relay.input(APP_A, "r9", None, b"", b"x")
     assert other.status is InputStatus.OTHER_RUNNER and other.runner_id == "r1"
     channel = env.layout.room_channel("runner:r1")
@@ -232,3 +245,253 @@ async def test_relay_keys_and_room_channels_sit_with_their_subject(env: Env) -> 
         assert key_slot(env.layout.resume_hold(app, OUT).encode()) == slot
     sizes = await env.sizes()
     assert all(size > 0 for size in sizes), sizes
+
+
+# -- rate limits ------------------------------------------------------------------------------
+
+
+async def test_limits_count_each_subject_on_its_own(env: Env) -> None:
+    limits = RateLimitService(env.client, limit=2, window_s=60, layout=env.layout)
+    await limits.load_scripts()
+    addr, app = limits.key("pair:addr", "10.0.0.1"), limits.key("pair:app", APP_A)
+    assert env.cluster == (addr == "ratelimit:pair:addr:{10.0.0.1}")
+    assert await limits.hit(addr, app) == [1, 1]
+    assert await limits.hit(addr) == [2]
+    assert await limits.is_limited(addr, app) and not await limits.is_limited(app)
+    assert 0 < await env.client.pttl(addr) <= 60_000
+    await limits.reset(addr, app)
+    assert not await limits.is_limited(addr, app)
+    assert await limits.hit(app, addr) == [1, 1]
+
+
+# -- history ----------------------------------------------------------------------------------
+
+
+async def test_history_reads_every_shard_back_newest_first(env: Env) -> None:
+    history = PairingHistoryService(env.client, layout=env.layout)
+    await history.load_scripts()
+    apps, runners = [ident(i) for i in range(24)], [f"r-{ident(i)}" for i in range(12)]
+    written = []
+    for i, app in enumerate(apps):
+        runner = runners[i % len(runners)]
+        await history.record(HistoryEvent.PAIRED, app_session_id=app, runner_id=runner)
+        written.append((app, runner))
+    await history.record_many(
+        [NewEntry(HistoryEvent.UNPAIRED, app_session_id=a, runner_id=runners[0]) for a in apps[:3]]
+        + [NewEntry(HistoryEvent.RUNNER_OFFLINE, runner_id=runners[0])]
+    )
+    everything = await history.recent(100)
+    assert len(everything) == len(apps) + 4
+    ats = [e.at for e in everything]
+    assert ats == sorted(ats, reverse=True)
+    assert {(e.app_session_id, e.runner_id) for e in everything if e.event == "paired"} == set(
+        written
+    )
+    # A shorter read is the newest part of the whole trail.
+    assert [e.id for e in await history.recent(5)] == [e.id for e in everything[:5]]
+    # The entries of one subject keep their order exactly (one shard, one stream).
+    of_app = await history.recent(10, app_session_id=apps[0])
+    assert [e.event for e in of_app] == ["unpaired", "paired"]
+    of_runner = await history.recent(100, runner_id=runners[0])
+    assert [e.event for e in of_runner] == ["runner_offline"] + ["unpaired"] * 3 + ["paired"] * 2
+    assert len(await history.recent(3, runner_id=runners[0])) == 3
+    if env.cluster:  # the trail is spread over every master
+        assert len({history.stream_for(runner_id=r) for r in runners}) > 3
+        assert all(size > 0 for size in await env.sizes())
+
+
+# -- codes ------------------------------------------------------------------------------------
+
+
+async def test_codes_are_issued_replaced_and_revoked(env: Env) -> None:
+    codes = PairingCodeService(env.client, layout=env.layout)
+    await codes.load_scripts()
+    layout = env.layout
+    first = await codes.register("r1", "code-1")
+    assert first.code == "CODE-1" and first.expires_at > 0
+    assert await codes.current_code("r1") == "CODE-1"
+    assert await env.client.get(layout.code("CODE-1")) == b"r1"
+    assert 0 < await env.client.pttl(layout.code("CODE-1")) <= 300_000
+    with pytest.raises(CodeTakenError):
+        await codes.register("r2", "CODE-1")
+    assert await codes.current_code("r2") is None
+    again = await codes.register("r1", "CODE-1")  # its own code: refreshed
+    assert again.code == "CODE-1"
+    generated = await codes.register("r1")
+    assert len(generated.code) == 10 and await codes.current_code("r1") == generated.code
+    assert await env.client.get(layout.code("CODE-1")) is None  # replaced, so gone
+    assert await env.client.get(layout.code(generated.code)) == b"r1"
+    assert (await codes.register("r2", "CODE-1")).code == "CODE-1"  # free again
+    assert await codes.revoke("r1")
+    assert await codes.current_code("r1") is None
+    assert await env.client.get(layout.code(generated.code)) is None
+    assert not await codes.revoke("r1")
+    assert await env.client.get(layout.code("CODE-1")) == b"r2"
+
+
+# -- runners ----------------------------------------------------------------------------------
+
+
+async def index_score(env: Env, runner: str) -> float | None:
+    return await env.client.zscore(env.layout.last_seen(runner), runner)
+
+
+async def test_claim_and_owned_heartbeats(env: Env) -> None:
+    runners = RunnerRegistry(env.client, layout=env.layout)
+    await runners.load_scripts()
+    assert await runners.claim("r1", "c1") is None
+    assert await runners.owner("r1") == "c1"
+    first = await env.client.get(env.layout.heartbeat("r1"))
+    score = await index_score(env, "r1")
+    assert first is not None and score is not None
+    # One script on one Redis; on a cluster the index entry is written first, on its shard.
+    assert score == int(first) if not env.cluster else score <= int(first)
+    assert await runners.claim("r1", "c2") == "c1"
+    assert not await runners.heartbeat("r1", "c1")  # taken over
+    assert await runners.heartbeat("r1", "c2")
+    assert await runners.owner("r1") == "c2"
+    # Owner lost (a sweep, or Redis lost it): the next beat claims again, index included.
+    await env.client.delete(env.layout.owner("r1"))
+    await env.client.zrem(env.layout.last_seen("r1"), "r1")
+    assert await runners.heartbeat("r1", "c2")
+    assert await runners.owner("r1") == "c2" and await index_score(env, "r1") is not None
+
+
+async def test_cluster_heartbeats_write_the_index_only_when_it_is_due(env: Env) -> None:
+    if not env.cluster:
+        pytest.skip("one Redis writes the index with every beat, in the same script")
+    runners = RunnerRegistry(env.client, layout=env.layout)
+    await runners.claim("r1", "c1")
+    shard = env.layout.last_seen("r1")
+    await env.client.zadd(shard, {"r1": 5})
+    assert await runners.heartbeat("r1", "c1")
+    assert await index_score(env, "r1") == 5  # the mark is fresh: the shard was not written
+    await env.client.delete(env.layout.last_seen_mark("r1"))
+    assert await runners.heartbeat("r1", "c1")
+    beat = await env.client.get(env.layout.heartbeat("r1"))
+    assert beat is not None and await index_score(env, "r1") >= int(beat)
+    ttl = await env.client.pttl(env.layout.last_seen_mark("r1"))
+    assert 0 < ttl <= runners.heartbeat_timeout_ms // 2
+
+
+async def test_runner_keys_and_index_shards_spread_over_the_masters(env: Env) -> None:
+    if not env.cluster:
+        pytest.skip("cluster layout only")
+    runners = RunnerRegistry(env.client, layout=env.layout)
+    ids = [ident(i) for i in range(40)]
+    for runner in ids:
+        await runners.claim(runner, "c")
+    shards = {env.layout.last_seen(r) for r in ids}
+    assert len(shards) > 8
+    nodes = {cast(aioredis.RedisCluster, env.client).get_node_from_key(s).port for s in shards}
+    assert len(nodes) == 3
+    assert all(size > 0 for size in await env.sizes())
+    for runner in ids:
+        assert key_slot(env.layout.owner(runner).encode()) == key_slot(runner.encode())
+
+
+# -- registration -----------------------------------------------------------------------------
+
+KEY_A, KEY_B = "a" * 22, "B" * 43
+ADDR = "203.0.113.7"
+
+
+async def runner_state(env: Env, runner: str, code: str = "CODE-1") -> dict[str, Any]:
+    layout = env.layout
+    out: dict[str, Any] = {}
+    for key in (
+        layout.owner(runner),
+        layout.heartbeat(runner),
+        layout.runner_code(runner),
+        layout.code(code),
+        layout.runner_key(runner),
+    ):
+        out[key] = await env.client.get(key)
+    out["index"] = await index_score(env, runner)
+    return out
+
+
+async def test_register_claims_binds_and_issues_a_code(env: Env) -> None:
+    reg = RunnerRegistration(env.client, key_ttl_s=1000, layout=env.layout)
+    await reg.load_scripts()
+    layout = env.layout
+    first = await reg.register("r1", "c1", address=ADDR, code="code-1", runner_key=KEY_A)
+    assert first.status is RegistrationStatus.REGISTERED
+    assert (first.code, first.previous_owner) == ("CODE-1", None)
+    assert first.expires_at is not None and first.expires_at > 0
+    state = await runner_state(env, "r1")
+    assert state[layout.owner("r1")] == b"c1" and state[layout.code("CODE-1")] == b"r1"
+    assert state[layout.runner_code("r1")] == b"CODE-1" and state["index"] is not None
+    assert state[layout.runner_key("r1")] == key_digest(KEY_A).encode()
+    assert await reg.is_bound("r1")
+    # The key's holder takes over with a fresh code; the old code is gone.
+    again = await reg.register("r1", "c2", address=ADDR, runner_key=KEY_A)
+    assert again.status is RegistrationStatus.REGISTERED and again.previous_owner == "c1"
+    assert again.code is not None and again.code != "CODE-1"
+    assert await env.client.get(layout.code("CODE-1")) is None
+    assert await env.client.get(layout.runner_code("r1")) == again.code.encode()
+    # Someone else's code: taken, and nothing of r2 written.
+    taken = await reg.register("r2", "c3", address=ADDR, code=again.code)
+    assert taken.status is RegistrationStatus.CODE_TAKEN
+    assert await reg.is_bound("r2") is False
+    assert await env.client.get(layout.owner("r2")) is None
+    assert await index_score(env, "r2") is None
+
+
+@pytest.mark.parametrize(
+    ("key", "token_ok", "reason"),
+    [
+        (None, True, RefusalReason.KEY_MISSING),
+        (KEY_B, True, RefusalReason.KEY_MISMATCH),
+        (KEY_A, False, RefusalReason.BAD_TOKEN),
+    ],
+)
+async def test_a_refused_registration_changes_nothing_but_counts_and_records(
+    env: Env, key: str | None, token_ok: bool, reason: RefusalReason
+) -> None:
+    reg = RunnerRegistration(env.client, key_ttl_s=1000, layout=env.layout)
+    await reg.register("r1", "owner", address="198.51.100.1", code="CODE-1", runner_key=KEY_A)
+    before = await runner_state(env, "r1")
+    for code in ("CODE-1", "OTHER-2", None):
+        result = await reg.register(
+            "r1", "thief", address=ADDR, code=code, runner_key=key, token_ok=token_ok
+        )
+        assert (result.status, result.reason) == (RegistrationStatus.UNAUTHORIZED, reason)
+    assert await runner_state(env, "r1") == before
+    assert await env.client.get(env.layout.code("OTHER-2")) is None
+    assert await env.client.get(reg.attempts_key(ADDR)) == b"3"
+    history = PairingHistoryService(env.client, layout=env.layout)
+    refused = await history.recent(10, runner_id="r1")
+    assert [(e.event, e.reason, e.address) for e in refused] == [
+        (HistoryEvent.REGISTER_REFUSED.value, reason.value, ADDR)
+    ] * 3
+
+
+async def test_registration_limit_and_key_release(env: Env) -> None:
+    reg = RunnerRegistration(env.client, limit=2, layout=env.layout)
+    await reg.load_scripts()
+    for i in range(2):
+        ok = await reg.register("r1", f"c{i}", address=ADDR, runner_key=KEY_A)
+        assert ok.status is RegistrationStatus.REGISTERED
+    limited = await reg.register("r1", "c9", address=ADDR, runner_key=KEY_A)
+    assert limited.status is RegistrationStatus.RATE_LIMITED
+    assert await env.client.get(env.layout.owner("r1")) == b"c1"
+    assert await reg.release_key("r1") and not await reg.is_bound("r1")
+    assert not await reg.release_key("r1")
+    history = PairingHistoryService(env.client, layout=env.layout)
+    assert [e.event for e in await history.recent(10, runner_id="r1")] == [
+        HistoryEvent.RUNNER_KEY_RELEASED.value
+    ]
+
+
+async def test_registrations_land_on_every_master(env: Env) -> None:
+    if not env.cluster:
+        pytest.skip("cluster layout only")
+    reg = RunnerRegistration(env.client, layout=env.layout)
+    ids = [ident(i) for i in range(30)]
+    results = await asyncio.gather(*(reg.register(r, "c", address=ADDR) for r in ids))
+    assert {r.status for r in results} == {RegistrationStatus.REGISTERED}
+    assert all(size > 0 for size in await env.sizes())
+    for runner, result in zip(ids, results, strict=True):
+        assert result.code is not None
+        assert await env.client.get(env.layout.code(result.code)) == runner.encode()

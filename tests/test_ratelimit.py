@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from pairing import RateLimitService
+from pairing import RateLimitService, keys
 from pairing.store import Redis
 from tests.pairing_helpers import wait_gone
 
-ADDR = RateLimitService.key("addr", "10.0.0.1")
-APP = RateLimitService.key("app", "app-1")
+ADDR = keys.rate_limit("addr", "10.0.0.1")
+APP = keys.rate_limit("app", "app-1")
 
 
-def test_key_layout() -> None:
-    assert RateLimitService.key("addr", "10.0.0.1") == "ratelimit:addr:10.0.0.1"
+def test_key_layout(store: Redis) -> None:
+    assert RateLimitService(store).key("addr", "10.0.0.1") == "ratelimit:addr:10.0.0.1"
+    cluster = RateLimitService(store, layout=keys.CLUSTER)
+    assert cluster.key("addr", "10.0.0.1") == "ratelimit:addr:{10.0.0.1}"
 
 
 async def test_limit_is_reached_after_exactly_limit_hits(store: Redis) -> None:
@@ -59,7 +61,7 @@ async def test_window_expiry_resets_the_count(store: Redis) -> None:
 
 async def test_subjects_are_independent(store: Redis) -> None:
     limits = RateLimitService(store, limit=2, window_s=60)
-    other = RateLimitService.key("addr", "10.0.0.2")
+    other = keys.rate_limit("addr", "10.0.0.2")
     await limits.hit(ADDR)
     await limits.hit(ADDR)
     assert await limits.is_limited(ADDR)
