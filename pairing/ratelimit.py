@@ -77,6 +77,8 @@ class RateLimitService:
         if not subject_keys:
             return
         if self.layout.cluster:
-            await asyncio.gather(*(self.redis.delete(k) for k in subject_keys))
+            # A plain DEL per key: the cluster client's ``delete`` goes through a pipeline.
+            send = self.redis.execute_command
+            await asyncio.gather(*(send("DEL", k) for k in subject_keys))  # type: ignore[no-untyped-call]
         else:
             await self.redis.delete(*subject_keys)

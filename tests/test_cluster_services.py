@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import msgspec
@@ -495,3 +496,197 @@ async def test_registrations_land_on_every_master(env: Env) -> None:
     for runner, result in zip(ids, results, strict=True):
         assert result.code is not None
         assert await env.client.get(env.layout.code(result.code)) == runner.encode()
+
+
+# -- what each cluster operation sends ---------------------------------------------------------
+
+
+class Counter:
+    """Records what a client sends: command names in order, and how many sequential waves
+    (a wave starts when a command is sent with none in flight; commands sent together with
+    ``asyncio.gather`` are one wave, one round trip of latency)."""
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self.sent: list[str] = []
+        self.waves = 0
+        self._in_flight = 0
+        self._send = client.execute_command
+
+    def __enter__(self) -> Counter:
+        async def counted(*args: Any, **options: Any) -> Any:
+            if self._in_flight == 0:
+                self.waves += 1
+            self._in_flight += 1
+            self.sent.append(str(args[0]).upper())
+            try:
+                return await self._send(*args, **options)
+            finally:
+                self._in_flight -= 1
+
+        self.client.execute_command = counted  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.client.execute_command
+
+    def row(self) -> str:
+        groups: list[tuple[str, int]] = []
+        for name in self.sent:
+            if groups and groups[-1][0] == name:
+                groups[-1] = (name, groups[-1][1] + 1)
+            else:
+                groups.append((name, 1))
+        names = " + ".join(name if n == 1 else f"{n} {name}" for name, n in groups)
+        return f"{names} | {self.waves} |"
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "round-trips.md"
+
+
+@dataclass
+class Kit:
+    env: Env
+    relay: RelayService
+    runners: RunnerRegistry
+    registration: RunnerRegistration
+    codes: PairingCodeService
+    limits: RateLimitService
+    history: PairingHistoryService
+
+
+async def _kit_paired(k: Kit) -> None:
+    """r1 online, owned by c1, bound to KEY_A, code CODE-1; apps a and b paired with it."""
+    await k.registration.register("r1", "c1", address=ADDR, code="CODE-1", runner_key=KEY_A)
+    await pair(k.env, APP_A, "r1")
+    await pair(k.env, APP_B, "r1")
+
+
+def _out(k: Kit, apps: tuple[str, ...] = (APP_A, APP_B)) -> Any:
+    channel = k.env.layout.room_channel(f"app:{APP_B}")
+    recipients = [Recipient(a, None if a == APP_A else channel, b"\x97") for a in apps]
+    return k.relay.output("r1", None, recipients, b"blob")
+
+
+async def _due(k: Kit) -> None:
+    await _kit_paired(k)
+    await k.env.client.delete(k.env.layout.last_seen_mark("r1"))
+
+
+async def _limited(k: Kit) -> None:
+    await _kit_paired(k)
+    await k.env.client.set(k.registration.attempts_key(ADDR), 60)
+
+
+CLUSTER_CASES: list[tuple[str, Any]] = [
+    ("RelayService.output (2 apps, 1 published)", _out),
+    ("RelayService.output (apps out of date)", lambda k: _out(k, (APP_A,))),
+    (
+        "RelayService.input (published)",
+        lambda k: k.relay.input(
+            APP_A, "r1", k.env.layout.room_channel("runner:r1"), b"\x97", b"blob"
+        ),
+    ),
+    ("RelayService.input (delivered here)", lambda k: k.relay.input(APP_A, "r1", None, b"", b"b")),
+    ("RelayService.input (runner unknown)", lambda k: k.relay.input(APP_A, None, None, b"", b"b")),
+    ("RelayService.held", lambda k: k.relay.held(APP_A, OUT, 0)),
+    ("RunnerRegistry.claim", lambda k: k.runners.claim("r1", "c2")),
+    ("RunnerRegistry.heartbeat", lambda k: k.runners.heartbeat("r1", "c1")),
+    ("RunnerRegistry.heartbeat (index due)", lambda k: k.runners.heartbeat("r1", "c1")),
+    ("RunnerRegistry.owner", lambda k: k.runners.owner("r1")),
+    (
+        "RunnerRegistration.register (proposed code, key)",
+        lambda k: k.registration.register(
+            "r1", "c2", address=ADDR, code="CODE-2", runner_key=KEY_A
+        ),
+    ),
+    (
+        "RunnerRegistration.register (its own code again)",
+        lambda k: k.registration.register(
+            "r1", "c2", address=ADDR, code="CODE-1", runner_key=KEY_A
+        ),
+    ),
+    (
+        "RunnerRegistration.register (refused: wrong key)",
+        lambda k: k.registration.register("r1", "c2", address=ADDR, runner_key=KEY_B),
+    ),
+    (
+        "RunnerRegistration.register (code taken)",
+        lambda k: k.registration.register("r2", "c2", address=ADDR, code="CODE-1"),
+    ),
+    (
+        "RunnerRegistration.register (rate limited)",
+        lambda k: k.registration.register("r1", "c2", address=ADDR, runner_key=KEY_A),
+    ),
+    ("RunnerRegistration.release_key", lambda k: k.registration.release_key("r1")),
+    ("PairingCodeService.register (proposed code)", lambda k: k.codes.register("r1", "CODE-2")),
+    ("PairingCodeService.revoke", lambda k: k.codes.revoke("r1")),
+    ("PairingCodeService.current_code", lambda k: k.codes.current_code("r1")),
+    (
+        "RateLimitService.is_limited (2 subjects)",
+        lambda k: k.limits.is_limited(k.limits.key("x", "1"), k.limits.key("y", "1")),
+    ),
+    (
+        "RateLimitService.hit (2 subjects)",
+        lambda k: k.limits.hit(k.limits.key("x", "1"), k.limits.key("y", "1")),
+    ),
+    (
+        "RateLimitService.reset (2 subjects)",
+        lambda k: k.limits.reset(k.limits.key("x", "1"), k.limits.key("y", "1")),
+    ),
+    (
+        "PairingHistoryService.record",
+        lambda k: k.history.record("paired", app_session_id=APP_A, runner_id="r1"),
+    ),
+    (
+        "PairingHistoryService.record_many (3 entries)",
+        lambda k: k.history.record_many(
+            [
+                NewEntry(HistoryEvent.UNPAIRED, app_session_id=APP_A, runner_id="r1"),
+                NewEntry(HistoryEvent.UNPAIRED, app_session_id=APP_B, runner_id="r1"),
+                NewEntry(HistoryEvent.RUNNER_OFFLINE, runner_id="r1"),
+            ]
+        ),
+    ),
+    ("PairingHistoryService.recent", lambda k: k.history.recent(10)),
+]
+SETUPS = {
+    "RunnerRegistry.heartbeat (index due)": _due,
+    "RunnerRegistration.register (rate limited)": _limited,
+}
+
+
+async def test_cluster_round_trips_match_the_docs(redis_cluster: RedisClusterProcess) -> None:
+    """On a real cluster: what each operation sends and in how many sequential round trips,
+    as docs/round-trips.md's cluster table says (scripts loaded beforehand)."""
+    rc = cluster_client(redis_cluster.url)
+    await rc.initialize()
+    client = cast(Redis, rc)
+    env = Env(client, keys.CLUSTER, [])
+    layout = env.layout
+    kit = Kit(
+        env,
+        RelayService(client, layout=layout),
+        RunnerRegistry(client, layout=layout),
+        RunnerRegistration(client, layout=layout),
+        PairingCodeService(client, layout=layout),
+        RateLimitService(client, layout=layout),
+        PairingHistoryService(client, layout=layout),
+    )
+    for svc in (kit.relay, kit.runners, kit.registration, kit.codes, kit.limits, kit.history):
+        await svc.load_scripts()
+    doc = await asyncio.to_thread(DOC.read_text)
+    missing = []
+    try:
+        for label, call in CLUSTER_CASES:
+            await rc.flushall(target_nodes=aioredis.RedisCluster.PRIMARIES)
+            await SETUPS.get(label, _kit_paired)(kit)
+            with Counter(client) as counter:
+                await call(kit)
+            row = f"| `{label}` | {counter.row()}"
+            if row not in doc:
+                missing.append(row)
+    finally:
+        await rc.flushall(target_nodes=aioredis.RedisCluster.PRIMARIES)
+        await rc.aclose()
+    assert not missing, "docs/round-trips.md lacks the measured rows:\n" + "\n".join(missing)
