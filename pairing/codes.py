@@ -32,15 +32,21 @@ class CodeTakenError(Exception):
     """The proposed code is live and held by another runner."""
 
 
+#: Lua: the key of a code the script has read (one Redis only: on a cluster such a key is a
+#: step of its own), spelt from ``pairing.keys`` like ``scripts.DERIVED_KEYS``.
+CODE_KEY_OF = f"""
+local function code_key_of(code) return '{keys.CODE_PREFIX}' .. code end
+"""
+
 #: Give ``runner`` the code ``code``, revoking its previous one; returns {'taken', 0} before
-#: writing anything when another runner holds the code. Expects locals ``runner``, ``code``,
-#: ``code_key``, ``runner_code_key``, ``code_ttl`` (ms) and ``code_prefix``.
+#: writing anything when another runner holds the code. Expects ``CODE_KEY_OF`` and locals
+#: ``runner``, ``code``, ``code_key``, ``runner_code_key`` and ``code_ttl`` (ms).
 SET_CODE = """
 local holder = redis.call('GET', code_key)
 if holder and holder ~= runner then return {'taken', 0} end
 local old = redis.call('GET', runner_code_key)
 if old and old ~= code then
-  local old_key = code_prefix .. old
+  local old_key = code_key_of(old)
   if redis.call('GET', old_key) == runner then redis.call('DEL', old_key) end
 end
 redis.call('SET', code_key, runner, 'PX', code_ttl)
@@ -74,13 +80,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-#: KEYS: code key, runner-code key. ARGV: runner, CODE, ttl ms, code prefix.
+#: KEYS: code key, runner-code key. ARGV: runner, CODE, ttl ms.
 #: Returns {'taken'} or {'ok', expiresAt}.
 _REGISTER = (
     NOW_MS
+    + CODE_KEY_OF
     + """
 local runner, code, code_key, runner_code_key = ARGV[1], ARGV[2], KEYS[1], KEYS[2]
-local code_ttl, code_prefix = ARGV[3], ARGV[4]
+local code_ttl = ARGV[3]
 """
     + SET_CODE
     + """
@@ -101,14 +108,17 @@ return runner
 """
 )
 
-#: KEYS: runner-code key. ARGV: code prefix, runner.
-_REVOKE = """
+#: KEYS: runner-code key. ARGV: runner.
+_REVOKE = (
+    CODE_KEY_OF
+    + """
 local code = redis.call('GET', KEYS[1])
 if not code then return 0 end
 redis.call('DEL', KEYS[1])
-if redis.call('GET', ARGV[1] .. code) == ARGV[2] then redis.call('DEL', ARGV[1] .. code) end
+if redis.call('GET', code_key_of(code)) == ARGV[1] then redis.call('DEL', code_key_of(code)) end
 return 1
 """
+)
 
 #: Redeem a code and pair in one step: the code is spent only when its runner is online.
 #: KEYS: code key, session key. ARGV: CODE, app, timeout ms.
@@ -215,7 +225,7 @@ class PairingCodeService:
                 continue
             status, expires = await self._register(
                 [self.layout.code(candidate), self.layout.runner_code(runner_id)],
-                [runner_id, candidate, self.ttl_ms, keys.CODE_PREFIX],
+                [runner_id, candidate, self.ttl_ms],
             )
             if as_str(status) == "ok":
                 return RegisteredCode(candidate, int(expires))
@@ -261,11 +271,7 @@ class PairingCodeService:
         crash between the steps leaves a runner showing a dead code, never a live code the
         runner no longer shows."""
         if not self.layout.cluster:
-            return bool(
-                await self._revoke(
-                    [self.layout.runner_code(runner_id)], [keys.CODE_PREFIX, runner_id]
-                )
-            )
+            return bool(await self._revoke([self.layout.runner_code(runner_id)], [runner_id]))
         code = await self.current_code(runner_id)
         if code is None:
             return False

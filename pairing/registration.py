@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from pairing import keys
-from pairing.codes import CLAIM_CODE, DELETE_IF, SET_CODE, generate_code
+from pairing.codes import CLAIM_CODE, CODE_KEY_OF, DELETE_IF, SET_CODE, generate_code
 from pairing.history import HistoryEvent
 from pairing.runners import CLAIM, INDEX
 from pairing.scripts import NOW_MS, Script, as_str, preload
@@ -49,9 +49,9 @@ from pairing.store import Redis
 
 #: KEYS: 1 attempt counter, 2 key binding, 3 code, 4 runner code, 5 owner, 6 heartbeat,
 #: 7 last_seen, 8 history stream.
-#: ARGV: 1 runner, 2 conn, 3 CODE, 4 code ttl ms, 5 code prefix, 6 heartbeat ttl ms,
-#: 7 key hash ('' without a key), 8 key ttl ms, 9 key required ('1'/'0'), 10 token ok
-#: ('1'/'0'), 11 attempts allowed, 12 window ms, 13 client address, 14 history max length.
+#: ARGV: 1 runner, 2 conn, 3 CODE, 4 code ttl ms, 5 heartbeat ttl ms, 6 key hash ('' without
+#: a key), 7 key ttl ms, 8 key required ('1'/'0'), 9 token ok ('1'/'0'), 10 attempts
+#: allowed, 11 window ms, 12 client address, 13 history max length.
 #: Returns {'limited'} | {'unauthorized', reason} | {'taken', 0} | {'ok', expiresAt, previous}.
 #:
 #: The key check compares SHA-256 digests with Lua's ``~=``, which is not constant time. It
@@ -60,31 +60,32 @@ from pairing.store import Redis
 #: the key (learning a digest prefix would not help find a key that hashes to it).
 _REGISTER = (
     NOW_MS
+    + CODE_KEY_OF
     + """
 local attempts = redis.call('INCR', KEYS[1])
-if attempts == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[12]) end
-if attempts > tonumber(ARGV[11]) then return {'limited'} end
-local presented = ARGV[7]
+if attempts == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[11]) end
+if attempts > tonumber(ARGV[10]) then return {'limited'} end
+local presented = ARGV[6]
 local bound = redis.call('GET', KEYS[2])
 local refused = nil
-if ARGV[10] ~= '1' then refused = 'BAD_TOKEN'
+if ARGV[9] ~= '1' then refused = 'BAD_TOKEN'
 elseif bound and presented == '' then refused = 'KEY_MISSING'
 elseif bound and bound ~= presented then refused = 'KEY_MISMATCH'
-elseif not bound and presented == '' and ARGV[9] == '1' then refused = 'KEY_REQUIRED'
+elseif not bound and presented == '' and ARGV[8] == '1' then refused = 'KEY_REQUIRED'
 end
 if refused then
-  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[14], '*', 'event', 'register_refused',
-    'runnerId', ARGV[1], 'reason', refused, 'address', ARGV[13])
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[13], '*', 'event', 'register_refused',
+    'runnerId', ARGV[1], 'reason', refused, 'address', ARGV[12])
   return {'unauthorized', refused}
 end
 local runner, conn, code = ARGV[1], ARGV[2], ARGV[3]
-local code_key, runner_code_key, code_ttl, code_prefix = KEYS[3], KEYS[4], ARGV[4], ARGV[5]
+local code_key, runner_code_key, code_ttl = KEYS[3], KEYS[4], ARGV[4]
 """
     + SET_CODE
     + """
-if presented ~= '' then redis.call('SET', KEYS[2], presented, 'PX', ARGV[8]) end
+if presented ~= '' then redis.call('SET', KEYS[2], presented, 'PX', ARGV[7]) end
 local owner_key, heartbeat_key, last_seen_key = KEYS[5], KEYS[6], KEYS[7]
-local heartbeat_ttl = ARGV[6]
+local heartbeat_ttl = ARGV[5]
 """
     + CLAIM
     + """
@@ -298,7 +299,6 @@ class RunnerRegistration:
                     conn_id,
                     candidate,
                     self.code_ttl_ms,
-                    keys.CODE_PREFIX,
                     self.heartbeat_ttl_ms,
                     digest,
                     self.key_ttl_ms,
