@@ -94,6 +94,8 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
             limit=settings.rate_limit.registrations,
             window_s=settings.rate_limit.window_s,
             history_max_len=settings.history.max_len,
+            heartbeat_timeout_s=hb.timeout_s,
+            layout=layout,
         ),
         codes=PairingCodeService(
             store,
@@ -105,8 +107,9 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
             store,
             limit=settings.rate_limit.pair_failures,
             window_s=settings.rate_limit.window_s,
+            layout=layout,
         ),
-        history=PairingHistoryService(store, max_len=settings.history.max_len),
+        history=PairingHistoryService(store, max_len=settings.history.max_len, layout=layout),
         relay=RelayService(
             store,
             max_messages=settings.resume.max_messages,

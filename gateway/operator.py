@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.protocol import RUNNER_ID_PATTERN
-from pairing import RunnerRegistration
+from pairing import RunnerRegistration, keys
 from pairing.store import connect, is_memory_url
 
 
@@ -80,7 +80,11 @@ async def _release(settings: Settings, runner_id: str) -> bool:
     store = connect(settings.redis_url, socket_timeout=settings.store_timeout_s)
     try:
         async with asyncio.timeout(settings.store_timeout_s * 2):
-            registration = RunnerRegistration(store, history_max_len=settings.history.max_len)
+            registration = RunnerRegistration(
+                store,
+                history_max_len=settings.history.max_len,
+                layout=keys.layout_for(settings.redis_url),
+            )
             return await registration.release_key(runner_id)
     finally:
         await store.aclose()
