@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from gateway.app import FANOUT
+from gateway.protocol import MAX_DATA_DEPTH, GatewayError, check_depth
 from tests.gw_event_helpers import (
     SLOW_HEARTBEAT,
     RawSocket,
@@ -55,6 +56,28 @@ def nested_list(depth: int) -> Any:
     for _ in range(depth):
         value = [value]
     return value
+
+
+@pytest.mark.parametrize(
+    ("data", "refused"),
+    [
+        (nested_dict(MAX_DATA_DEPTH), False),
+        (nested_dict(MAX_DATA_DEPTH + 1), True),
+        (nested_list(MAX_DATA_DEPTH - 1), False),  # (the innermost [] is a level too)
+        (nested_list(MAX_DATA_DEPTH), True),
+        ({"flat": 1, "deep": nested_list(MAX_DATA_DEPTH - 2), "after": [1]}, False),
+        ({"flat": 1, "deep": nested_list(MAX_DATA_DEPTH - 1), "after": [1]}, True),
+        ([[1], {"x": [nested_dict(MAX_DATA_DEPTH - 3)]}, []], False),
+        ([[1], {"x": [nested_dict(MAX_DATA_DEPTH - 2)]}, []], True),
+        ("text", False),
+    ],
+)
+def test_depth_limit_counts_every_level(data: Any, refused: bool) -> None:
+    if refused:
+        with pytest.raises(GatewayError):
+            check_depth(data)
+    else:
+        check_depth(data)
 
 
 def in_field(event: str, value: Any) -> dict[str, Any]:
