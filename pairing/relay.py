@@ -62,23 +62,47 @@ end
 
 local function relay(seq_key, hold_key, bytes_key, blob, max_msgs, max_bytes, ttl, seq_ttl)
   local seq = redis.call('INCR', seq_key)
-  redis.call('PEXPIRE', seq_key, seq_ttl)
-  if max_msgs > 0 then
-    if seq == 1 then redis.call('DEL', hold_key) end
-    local len = redis.call('RPUSH', hold_key, blob)
-    local bytes = #blob
-    if len > 1 then bytes = bytes + (tonumber(redis.call('GET', bytes_key)) or 0) end
-    while len > max_msgs or (len > 0 and bytes > max_bytes) do
-      local old = redis.call('LPOP', hold_key)
-      bytes = bytes - #old
-      len = len - 1
+  if max_msgs <= 0 then
+    redis.call('PEXPIRE', seq_key, seq_ttl)
+    return seq
+  end
+  -- The counter and the byte count are kept for seq_ttl + 64 * ttl, renewed with every
+  -- 64th message and whenever the hold starts anew: between two renewals at most 63
+  -- messages came, each within ttl of the one before (else the hold had expired), so
+  -- both outlive the hold and the counter outlives the last message by seq_ttl.
+  local keep = seq_ttl + 64 * ttl
+  if seq == 1 then redis.call('DEL', hold_key) end
+  local len = redis.call('RPUSH', hold_key, blob)
+  local bytes = #blob
+  local renew = seq % 64 == 0
+  if len == 1 then
+    redis.call('SET', bytes_key, bytes, 'PX', keep)
+    renew = true
+  else
+    bytes = redis.call('INCRBY', bytes_key, bytes)
+    if bytes == #blob then
+      -- No count beside held messages (its key was lost, or written with the hold's TTL by
+      -- an older version): count the hold.
+      bytes = 0
+      for _, held in ipairs(redis.call('LRANGE', hold_key, 0, -1)) do bytes = bytes + #held end
+      redis.call('SET', bytes_key, bytes, 'PX', keep)
+    elseif renew then
+      redis.call('PEXPIRE', bytes_key, keep)
     end
-    if len > 0 then
-      redis.call('PEXPIRE', hold_key, ttl)
-      redis.call('SET', bytes_key, bytes, 'PX', ttl)
-    else
-      redis.call('DEL', bytes_key)
-    end
+  end
+  if renew then redis.call('PEXPIRE', seq_key, keep) end
+  local trimmed = false
+  while len > max_msgs or (len > 0 and bytes > max_bytes) do
+    local old = redis.call('LPOP', hold_key)
+    bytes = bytes - #old
+    len = len - 1
+    trimmed = true
+  end
+  if len > 0 then
+    redis.call('PEXPIRE', hold_key, ttl)
+    if trimmed then redis.call('SET', bytes_key, bytes, 'KEEPTTL') end
+  else
+    redis.call('DEL', bytes_key)
   end
   return seq
 end

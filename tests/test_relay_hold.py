@@ -93,3 +93,45 @@ def test_the_hold_is_the_newest_within_its_limits(
     redis_proc: RedisProcess, max_messages: int, max_bytes: int, steps: list[tuple[int, int, int]]
 ) -> None:
     asyncio.run(check(redis_proc.url, max_messages, max_bytes, steps))
+
+
+async def test_counter_and_byte_count_outlive_the_hold(redis: Redis) -> None:
+    """The hold goes ttl after the last message; the counter (and the byte count beside the
+    hold) are renewed only every 64th message, to seq_ttl + 64 * ttl, so that they still
+    outlive it (the counter by seq_ttl after the last message)."""
+    ttl_ms, seq_ttl_ms = 60_000, 600_000
+    relay = RelayService(redis, ttl_s=ttl_ms / 1000, seq_ttl_s=seq_ttl_ms / 1000)
+    app = APPS[0]
+    await redis.sadd(keys.runner_apps("r-ttl"), app)
+    seq_key, hold_key, bytes_key = keys.resume_keys(app, OUT)
+    for n in range(1, 140):
+        result = await relay.output("r-ttl", None, [Recipient(app, None, b"")], b"m" * 10)
+        assert result.seqs == [n]
+        hold_ttl = await redis.pttl(hold_key)
+        assert ttl_ms - 5_000 < hold_ttl <= ttl_ms
+        assert seq_ttl_ms + ttl_ms < await redis.pttl(seq_key) <= seq_ttl_ms + 64 * ttl_ms
+        assert await redis.pttl(bytes_key) > hold_ttl
+        assert int(await redis.get(bytes_key)) == 10 * n
+    # Without a hold (resume.max_messages 0) the counter is renewed by every message.
+    off = RelayService(redis, max_messages=0, ttl_s=ttl_ms / 1000, seq_ttl_s=seq_ttl_ms / 1000)
+    await off.output("r-ttl", None, [Recipient(app, None, b"")], b"m")
+    assert seq_ttl_ms - 5_000 < await redis.pttl(seq_key) <= seq_ttl_ms
+
+
+async def test_a_lost_byte_count_is_counted_again(redis: Redis) -> None:
+    """Held messages without their byte count (the key lost, or left to expire with the hold's
+    TTL by an older version): the next message counts the hold, and the limit holds."""
+    relay = RelayService(redis, max_messages=100, max_bytes=50)
+    model = Model(100, 50)
+    app = APPS[0]
+    await redis.sadd(keys.runner_apps("r-lost"), app)
+    bytes_key = keys.resume_keys(app, OUT)[2]
+    for n, size in enumerate([10, 12, 7, 20, 9, 15, 11]):
+        if n in (2, 5):
+            await redis.delete(bytes_key)
+        blob = bytes([n]) * size
+        result = await relay.output("r-lost", None, [Recipient(app, None, b"")], blob)
+        assert result.seqs == [model.push(blob)]
+        held = await relay.held(app, OUT, 0)
+        assert held is not None and held.messages == [b for _, b in model.held]
+        assert int(await redis.get(bytes_key)) == sum(len(b) for _, b in model.held)
