@@ -14,13 +14,14 @@ single-slot steps instead (``pairing.cluster_pairing``), each history entry its 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from enum import Enum
 
 from pairing import keys
 from pairing.cluster_pairing import ClusterPairing, StepHook
 from pairing.codes import PairingCodeService
-from pairing.history import RECORD_LUA, HistoryEvent, PairingHistoryService
+from pairing.history import RECORD_LUA, HistoryEvent, NewEntry, PairingHistoryService
 from pairing.ratelimit import RateLimitService
 from pairing.scripts import DERIVED_KEYS, MOVE_APP, NOW_MS, Script, as_str, preload
 from pairing.store import Redis
@@ -192,7 +193,7 @@ class AppPairingService:
             previous_runner = await self.cluster.unpair(app_session_id)
             if previous_runner is not None:
                 await self._record(
-                    HistoryEvent.UNPAIRED, app_session_id, previous_runner, "APP_UNPAIR"
+                    NewEntry(HistoryEvent.UNPAIRED, app_session_id, previous_runner, "APP_UNPAIR")
                 )
             return previous_runner
         previous = await self._unpair(
@@ -203,40 +204,39 @@ class AppPairingService:
 
     # -- on a cluster: single-slot steps --------------------------------------------------
 
-    async def _record(
-        self, event: HistoryEvent, app: str, runner: str | None = None, reason: str | None = None
-    ) -> None:
+    async def _record(self, *entries: NewEntry) -> None:
+        """One step: the entries of one app, in order, in one call."""
         assert self.cluster is not None
         await self.cluster.step("history")
-        await self.history.record(event, app_session_id=app, runner_id=runner, reason=reason)
+        await self.history.record_many(list(entries))
 
     async def _pair_in_steps(
         self, code: str, app: str, address: str, code_shaped: bool
     ) -> PairOutcome:
-        """``pair`` as steps: the limit read per subject, then ``ClusterPairing.redeem``, then
-        the failure count and the history entries (a crash before those loses them only)."""
+        """``pair`` as steps: the limits (one read per subject, at once), then
+        ``ClusterPairing.redeem``, then the failure count and the history entries (a crash
+        before those loses them only)."""
         cluster = self.cluster
         assert cluster is not None
         limits = self.rate_limit
         subjects = [limits.key("pair:addr", address), limits.key("pair:app", app)]
-        for subject in subjects:
-            await cluster.step("limit")
-            if await limits.is_limited(subject):
-                return PairOutcome(PairStatus.RATE_LIMITED)
+        await cluster.step("limits")  # one key per subject, each in its slot: at once
+        if any(await asyncio.gather(*(limits.is_limited(k) for k in subjects))):
+            return PairOutcome(PairStatus.RATE_LIMITED)
         if code_shaped:
             status, runner, previous = await cluster.redeem(code, app)
         else:
             status, runner, previous = "invalid", None, None
         if status == "invalid":
-            for subject in subjects:
-                await cluster.step("count")
-                await limits.hit(subject)
-            await self._record(HistoryEvent.PAIR_FAILED, app, reason="INVALID_CODE")
+            await cluster.step("count")
+            await asyncio.gather(*(limits.hit(k) for k in subjects))
+            await self._record(NewEntry(HistoryEvent.PAIR_FAILED, app, reason="INVALID_CODE"))
             return PairOutcome(PairStatus.INVALID_CODE)
         if status == "offline":
-            await self._record(HistoryEvent.PAIR_FAILED, app, runner, "RUNNER_OFFLINE")
+            await self._record(NewEntry(HistoryEvent.PAIR_FAILED, app, runner, "RUNNER_OFFLINE"))
             return PairOutcome(PairStatus.RUNNER_OFFLINE, runner)
+        entries = [NewEntry(HistoryEvent.PAIRED, app, runner)]
         if previous is not None and previous != runner:
-            await self._record(HistoryEvent.UNPAIRED, app, previous, "REPAIRED")
-        await self._record(HistoryEvent.PAIRED, app, runner)
+            entries.insert(0, NewEntry(HistoryEvent.UNPAIRED, app, previous, "REPAIRED"))
+        await self._record(*entries)
         return PairOutcome(PairStatus.PAIRED, runner, previous)

@@ -17,6 +17,7 @@ only if its token is unchanged. A pair refused by a fence retries once with a fr
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -349,22 +350,29 @@ class ClusterPairing:
     ) -> list[str]:
         """Fence each member's token in its app's slot (with ``unpair``, deleting a session
         that names the runner), then drop the members whose tokens are unchanged. Returns
-        the apps whose session was deleted."""
-        removed: list[str] = []
+        the apps whose session was deleted.
+
+        The fences are one step: one script per app, each in its own slot, sent at once (an
+        app's fence depends on no other's, so any of them done and not the rest is as if
+        they had run one by one)."""
+        if not members:
+            return []
         layout = self.layout
-        for app, token in members:
-            await self.step("fence")
-            outcome = as_str(
-                await self._fence(
+        force = "1" if unpair else "0"
+        await self.step("fence")
+        outcomes = await asyncio.gather(
+            *(
+                self._fence(
                     [layout.session(app), layout.fence(app)],
-                    [runner_id, token, "1" if unpair else "0", FENCE_TTL_MS],
+                    [runner_id, token, force, FENCE_TTL_MS],
                 )
+                for app, token in members
             )
-            if outcome == "removed":
-                removed.append(app)
-        dropped = [x for app, token in members for x in (app, token)]
+        )
+        pairs = zip(members, outcomes, strict=True)
+        removed = [app for (app, _), outcome in pairs if as_str(outcome) == "removed"]
         await self.step("drop")
-        await self._drop(self._runner_keys(runner_id), dropped)
+        await self._drop(self._runner_keys(runner_id), [x for m in members for x in m])
         return sorted(removed)
 
     async def remove_all(self, runner_id: str) -> list[str]:
@@ -373,17 +381,17 @@ class ClusterPairing:
     # -- readers -----------------------------------------------------------------------------
 
     async def sessions_of(self, apps: list[str]) -> list[str | None]:
-        """The runnerId each app's session names (None: unpaired), one GET per app."""
-        out: list[str | None] = []
-        for app in apps:
-            raw = await self.redis.get(self.layout.session(app))
-            out.append(_runner_of(raw))
-        return out
+        """The runnerId each app's session names (None: unpaired): one GET per app, at once."""
+        if not apps:
+            return []
+        await self.step("sessions")
+        raws = await asyncio.gather(*(self.redis.get(self.layout.session(a)) for a in apps))
+        return [_runner_of(raw) for raw in raws]
 
     async def apps_of(self, runner_id: str) -> list[str]:
         """The apps paired with the runner: set members whose session names it. Members
         whose session does not are cleared (fenced, then dropped)."""
-        members = token_pairs(await self._tokens(self._runner_keys(runner_id), []))
+        members = await self.members(runner_id)
         named = await self.sessions_of([app for app, _ in members])
         paired = sorted(app for (app, _), r in zip(members, named, strict=True) if r == runner_id)
         stray = [m for m, r in zip(members, named, strict=True) if r != runner_id]
@@ -392,6 +400,7 @@ class ClusterPairing:
         return paired
 
     async def online(self, runner_id: str) -> bool:
+        await self.step("heartbeat")
         return bool(
             await self._online([self.layout.heartbeat(runner_id)], [self.heartbeat_timeout_ms])
         )

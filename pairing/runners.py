@@ -16,6 +16,7 @@ trip for most beats, two for the others.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from pairing import keys
@@ -379,16 +380,18 @@ class RunnerRegistry:
         return out
 
     async def _sweep_in_steps(self, limit: int) -> list[StaleRunner]:
+        """Every index shard read at once (one step), then each stale runner, up to
+        ``limit`` of them, forgotten and unpaired in turn."""
         assert self.cluster is not None
+        shards = self.layout.last_seen_shards()
+        await self.cluster.step("stale")
+        found = await asyncio.gather(
+            *(self._stale([shard], [self.heartbeat_timeout_ms, limit]) for shard in shards)
+        )
+        stale = [(as_str(r), shard) for shard, rs in zip(shards, found, strict=True) for r in rs]
         out: list[StaleRunner] = []
-        for shard in self.layout.last_seen_shards():
-            if len(out) >= limit:
-                break
-            await self.cluster.step("stale")
-            stale = await self._stale([shard], [self.heartbeat_timeout_ms, limit - len(out)])
-            for raw in stale:
-                runner = as_str(raw)
-                removed = await self._forget_in_steps(runner, "", shard)
-                if removed is not None:
-                    out.append(StaleRunner(runner, removed))
+        for runner, shard in stale[:limit]:
+            removed = await self._forget_in_steps(runner, "", shard)
+            if removed is not None:
+                out.append(StaleRunner(runner, removed))
         return out

@@ -235,6 +235,7 @@ class PairingSessionService:
     async def get_session_status(self, app_session_id: str) -> SessionStatus:
         if self.cluster is not None:
             # Two reads (the session, then its runner's heartbeat), each in its own slot.
+            await self.cluster.step("session")
             session = await self.get_session(app_session_id)
             online = session is not None and await self.cluster.online(session.runner_id)
             return SessionStatus(session, online)

@@ -20,6 +20,7 @@ from pairing import (
 )
 from pairing.cluster_pairing import StepHook
 from pairing.models import decode_session
+from pairing.relay import Recipient, RelayService
 from pairing.store import Redis
 from tests.pairing_helpers import text
 
@@ -135,11 +136,29 @@ async def read_state(client: Redis) -> State:
     return state
 
 
+async def relay_reaches(client: Redis, runner: str) -> list[str]:
+    """The apps a ``runner:output`` of ``runner`` is held and delivered for (seq > 0), the
+    recipients found the way a replica finds them (the set, then the script per app)."""
+    relay = RelayService(client, layout=LAYOUT)
+    first = await relay.output(runner, None, [], b"probe")
+    if first.seqs is not None:
+        return []
+    recipients = [Recipient(app, None, b"") for app in first.members]
+    result = await relay.output(runner, None, recipients, b"probe")
+    assert result.seqs is not None, result
+    return sorted(r.app_session_id for r, seq in zip(recipients, result.seqs, strict=True) if seq)
+
+
 async def observable_problems(client: Redis, runners: list[str], apps: list[str]) -> list[str]:
     """What a client could see wrong: the readers (a replica without step hooks) disagree
     with the session keys, or the store breaks the invariant."""
     state = await read_state(client)
     out = state.broken()
+    for runner in runners:
+        reached = await relay_reaches(client, runner)
+        if reached != state.paired_with(runner):
+            expected = state.paired_with(runner)
+            out.append(f"output of {runner} reaches {reached}, sessions {expected}")
     reader = replica(client)
     for app in apps:
         status = await reader.sessions.get_session_status(app)

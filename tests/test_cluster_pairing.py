@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -475,3 +476,88 @@ def test_interleaved_and_aborted_operations_of_several_replicas(
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+
+
+# -- steps per operation: each step is one round trip (docs/round-trips.md) ----------------
+
+
+async def _r3_offline(client: Redis, rep: Replica) -> None:
+    await _paired(client, rep)
+    await client.delete(LAYOUT.heartbeat("r3"))
+
+
+async def _a1_limited(client: Redis, rep: Replica) -> None:
+    await _paired(client, rep)
+    for _ in range(rep.pairing.rate_limit.limit):
+        await rep.pairing.rate_limit.hit(rep.pairing.rate_limit.key("pair:app", "a1"))
+
+
+ROUND_TRIPS_DOC = Path(__file__).resolve().parent.parent / "docs" / "round-trips.md"
+
+#: (row label, setup, operation): the label is the row of the cluster table.
+MEASURED: list[tuple[str, Setup, Operation]] = [
+    ("PairingSessionService.pair (moved)", _paired, lambda r: r.sessions.pair("a1", "r2")),
+    ("PairingSessionService.pair (new)", _paired, lambda r: r.sessions.pair("a9", "r3")),
+    ("PairingSessionService.unpair (paired)", _paired, lambda r: r.sessions.unpair("a1")),
+    (
+        "PairingSessionService.remove_all_sessions_for_runner (2 apps)",
+        _paired,
+        lambda r: r.sessions.remove_all_sessions_for_runner("r1"),
+    ),
+    (
+        "PairingSessionService.get_apps_by_runner_id (2 apps)",
+        _paired,
+        lambda r: r.sessions.get_apps_by_runner_id("r1"),
+    ),
+    (
+        "PairingSessionService.get_apps_by_runner_id (2 apps, 1 stray)",
+        _with_stray,
+        lambda r: r.sessions.get_apps_by_runner_id("r1"),
+    ),
+    (
+        "PairingSessionService.get_session_status (paired)",
+        _paired,
+        lambda r: r.sessions.get_session_status("a1"),
+    ),
+    (
+        "AppPairingService.pair (paired, moved from another runner)",
+        _paired,
+        lambda r: r.pairing.pair("CODER3", "a1", address="x"),
+    ),
+    (
+        "AppPairingService.pair (unknown code)",
+        _paired,
+        lambda r: r.pairing.pair("NOPE", "a1", address="x"),
+    ),
+    (
+        "AppPairingService.pair (runner offline)",
+        _r3_offline,
+        lambda r: r.pairing.pair("CODER3", "a1", address="x"),
+    ),
+    (
+        "AppPairingService.pair (rate limited)",
+        _a1_limited,
+        lambda r: r.pairing.pair("CODER3", "a1", address="x"),
+    ),
+    ("AppPairingService.unpair (paired)", _paired, lambda r: r.pairing.unpair("a1")),
+    ("PairingCodeService.redeem (paired)", _paired, lambda r: r.codes.redeem("CODER2", "a1")),
+    ("PairingCodeService.consume (a live code)", _paired, lambda r: r.codes.consume("CODER2")),
+    (
+        "RunnerRegistry.release (2 apps)",
+        _paired,
+        lambda r: r.registry.release("r1", "conn-r1"),
+    ),
+    ("RunnerRegistry.sweep (1 stale runner, 2 apps)", _r1_stale, lambda r: r.registry.sweep()),
+]
+
+
+async def test_steps_per_operation_match_the_docs(cluster: Redis) -> None:
+    """Every round trip of these operations follows a step hook call, so the steps are the
+    sequential round trips (a step sending one command per app sends them at once)."""
+    doc = await asyncio.to_thread(ROUND_TRIPS_DOC.read_text)
+    for label, setup, operation in MEASURED:
+        steps = await _count_steps(cluster, setup, operation)
+        method, _, case = label.partition(" ")
+        name = f"`{method}` {case}".rstrip()
+        row = f"| {name} | {' → '.join(steps)} | {len(steps)} |"
+        assert row in doc, f"docs/round-trips.md lacks the measured row {row!r}"
