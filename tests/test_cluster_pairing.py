@@ -441,6 +441,11 @@ class Interleavings(RuleBasedStateMachine):
         self.run(self._register(runner))
 
     @rule(runner=st.sampled_from(RUNNERS))
+    def take_over(self, runner: str) -> None:
+        """Another connection registers the runner: the old connection's release is refused."""
+        self.run(self.client.set(LAYOUT.owner(runner), f"other-{runner}"))
+
+    @rule(runner=st.sampled_from(RUNNERS))
     def go_stale(self, runner: str) -> None:
         self.run(self.client.delete(LAYOUT.heartbeat(runner)))
 
@@ -476,6 +481,41 @@ def test_interleaved_and_aborted_operations_of_several_replicas(
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+
+
+# -- after a failover -------------------------------------------------------------------------
+
+
+async def test_the_steps_run_on_after_a_master_is_killed(own_cluster: RedisClusterProcess) -> None:
+    """A master killed and its replica promoted: once the client has the new slot map, every
+    operation runs there (its scripts loaded again on the promoted master), data intact."""
+    client: Redis = cluster_client(own_cluster.url)  # type: ignore[assignment]
+    try:
+        rep = replica(client)
+        await _paired(client, rep)
+        for svc in (rep.sessions, rep.registry, rep.codes, rep.pairing):
+            await svc.load_scripts()
+        await asyncio.to_thread(own_cluster.wait_replicated)
+        owner = client.get_node_from_key(LAYOUT.runner_apps("r1"))  # type: ignore[attr-defined]
+        victim = next(n for n in own_cluster.nodes if n.port == owner.port)
+        own_cluster.kill_master(victim)
+        await asyncio.to_thread(own_cluster.wait_promoted, victim)
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            try:
+                apps = await rep.sessions.get_apps_by_runner_id("r1")
+                break
+            except (redis.exceptions.ConnectionError, redis.exceptions.ClusterDownError):
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.2)
+        assert apps == ["a1", "a2"]
+        assert await rep.sessions.pair("a3", "r1") == "r2"
+        assert (await rep.pairing.pair("CODER3", "a1", address="x")).runner_id == "r3"
+        assert await rep.registry.release("r1", "conn-r1") == ["a2", "a3"]
+        assert await observable_problems(client, RUNNERS, APPS) == []
+        assert await sweep_all(client, RUNNERS) == []
+    finally:
+        await client.aclose()
 
 
 # -- steps per operation: each step is one round trip (docs/round-trips.md) ----------------
