@@ -14,7 +14,6 @@ single-slot steps instead (``pairing.cluster_pairing``), each history entry its 
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from enum import Enum
 
@@ -221,7 +220,7 @@ class AppPairingService:
         limits = self.rate_limit
         subjects = [limits.key("pair:addr", address), limits.key("pair:app", app)]
         await cluster.step("limits")  # one key per subject, each in its slot: at once
-        if any(await asyncio.gather(*(limits.is_limited(k) for k in subjects))):
+        if await limits.is_limited(*subjects):
             return PairOutcome(PairStatus.RATE_LIMITED)
         if code_shaped:
             status, runner, previous = await cluster.redeem(code, app)
@@ -229,7 +228,7 @@ class AppPairingService:
             status, runner, previous = "invalid", None, None
         if status == "invalid":
             await cluster.step("count")
-            await asyncio.gather(*(limits.hit(k) for k in subjects))
+            await limits.hit(*subjects)
             await self._record(NewEntry(HistoryEvent.PAIR_FAILED, app, reason="INVALID_CODE"))
             return PairOutcome(PairStatus.INVALID_CODE)
         if status == "offline":

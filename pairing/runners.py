@@ -159,8 +159,9 @@ return out
 
 # -- on a cluster: the runner's slot, the apps' slots, then the index shard's ----------------
 
-#: Runner slot. KEYS: owner, heartbeat, apps set, tokens. ARGV: conn ('' for a sweep: then
-#: the runner must be stale), timeout ms. Forgets the runner (owner and heartbeat) and returns
+#: Runner slot. KEYS: owner, heartbeat, apps set, tokens, index mark. ARGV: conn ('' for a
+#: sweep: then the runner must be stale), timeout ms. Forgets the runner (owner, heartbeat and
+#: index mark, so that a heartbeat after this writes the index entry again) and returns
 #: {'gone', now, app, token, ...} with its set's members; {'alive', heartbeat} when a sweep
 #: finds it beating again; false when ``conn`` does not own it.
 _FORGET = (
@@ -172,7 +173,7 @@ else
   local hb = tonumber(redis.call('GET', KEYS[2]))
   if hb and now - hb <= tonumber(ARGV[2]) then return {'alive', string.format('%.0f', hb)} end
 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[5])
 local out = {'gone', string.format('%.0f', now)}
 for _, app in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   out[#out + 1] = app
@@ -345,6 +346,7 @@ class RunnerRegistry:
                 layout.heartbeat(runner_id),
                 layout.runner_apps(runner_id),
                 layout.app_tokens(runner_id),
+                layout.last_seen_mark(runner_id),
             ],
             [conn_id, self.heartbeat_timeout_ms],
         )

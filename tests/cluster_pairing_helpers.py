@@ -37,7 +37,7 @@ class Replica:
 
 
 def replica(client: Redis, steps: StepHook | None = None) -> Replica:
-    history = PairingHistoryService(client)
+    history = PairingHistoryService(client, layout=LAYOUT)
     codes = PairingCodeService(client, layout=LAYOUT, steps=steps)
     return Replica(
         sessions=PairingSessionService(client, layout=LAYOUT, steps=steps),
@@ -46,7 +46,7 @@ def replica(client: Redis, steps: StepHook | None = None) -> Replica:
         pairing=AppPairingService(
             client,
             codes=codes,
-            rate_limit=RateLimitService(client),
+            rate_limit=RateLimitService(client, layout=LAYOUT),
             history=history,
             layout=LAYOUT,
             steps=steps,

@@ -416,8 +416,10 @@ class Interleavings(RuleBasedStateMachine):
         return client  # type: ignore[return-value]
 
     async def _register(self, runner: str) -> None:
-        await beat(self.client, runner)
-        await give_code(self.client, runner, f"CODE{runner}")
+        """A registration as the gateway does it (claim, then a code), between any steps."""
+        rep = replica(self.client)
+        await rep.registry.claim(runner, f"conn-{runner}")
+        await rep.codes.register(runner, f"CODE{runner}")
 
     def live(self) -> list[Op]:
         return [op for op in self.ops if not op.done]
