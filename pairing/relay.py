@@ -41,6 +41,9 @@ from pairing import keys
 from pairing.scripts import NOW_MS, Script, as_str, preload
 from pairing.store import Redis
 
+#: Apps whose key names a service keeps at hand, per direction (then it starts over).
+_KEY_CACHE_SIZE = 4096
+
 OUT = "out"  # terminal:output, runner -> app
 IN = "in"  # terminal:input, app -> runner
 
@@ -109,9 +112,10 @@ end
 """
 
 #: runner:output. KEYS[1]: the runner's app set; then seq, hold, bytes keys of each expected
-#: app. ARGV: target app ('' = all), number expected, held blob, max messages, max bytes,
-#: hold ttl ms, seq ttl ms, then per expected app: app, publish ('1'/'0'), channel, prefix.
-#: Returns {1, seq...} (in expected order) or {0, actual app...} when the expectation is wrong.
+#: app. ARGV: target app ('' = all), number expected, held blob, then per expected app: app,
+#: channel to publish to ('' = delivered by the caller), prefix. The limits are constants of
+#: the script (``_limits_header``). Returns {1, seq...} (in expected order) or
+#: {0, actual app...} when the expectation is wrong.
 _OUTPUT = (
     _RELAY_FUNCTIONS
     + """
@@ -126,7 +130,7 @@ local n = tonumber(ARGV[2])
 local same = n == #members
 if same then
   local want = {}
-  for i = 1, n do want[ARGV[8 + 4 * (i - 1)]] = true end
+  for i = 1, n do want[ARGV[1 + 3 * i]] = true end
   for _, m in ipairs(members) do
     if not want[m] then same = false break end
   end
@@ -137,14 +141,12 @@ if not same then
   return out
 end
 local blob = ARGV[3]
-local max_msgs, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
-local ttl, seq_ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
 local out = {1}
 for i = 1, n do
-  local a, k = 8 + 4 * (i - 1), 2 + 3 * (i - 1)
-  local seq = relay(KEYS[k], KEYS[k + 1], KEYS[k + 2], blob, max_msgs, max_bytes, ttl, seq_ttl)
-  if ARGV[a + 1] == '1' then
-    redis.call('PUBLISH', ARGV[a + 2], ARGV[a + 3] .. blob .. '\\160' .. pack_uint(seq))
+  local a, k = 1 + 3 * i, 3 * i - 1
+  local seq = relay(KEYS[k], KEYS[k + 1], KEYS[k + 2], blob, MAX_MSGS, MAX_BYTES, TTL, SEQ_TTL)
+  if ARGV[a + 1] ~= '' then
+    redis.call('PUBLISH', ARGV[a + 1], ARGV[a + 2] .. blob .. '\\160' .. pack_uint(seq))
   end
   out[#out + 1] = seq
 end
@@ -153,8 +155,8 @@ return out
 )
 
 #: app:command. KEYS: the app's session, then its "in" seq, hold, bytes, then the expected
-#: runner's heartbeat. ARGV: heartbeat timeout ms, expected runner ('' = unknown), publish
-#: ('1'/'0'), channel, prefix, blob, max messages, max bytes, hold ttl ms, seq ttl ms.
+#: runner's heartbeat. ARGV: expected runner ('' = unknown), channel to publish to ('' =
+#: delivered by the caller), prefix, blob; limits and heartbeat timeout as constants.
 #: Returns {0} not paired, {2, runner} other runner than expected (its heartbeat unread: the
 #: caller asks again, naming it), {1} runner offline, {3, seq} relayed.
 _INPUT = (
@@ -168,14 +170,13 @@ if not ok or type(decoded) ~= 'table' or type(decoded['runnerId']) ~= 'string' t
   return {0}
 end
 local runner = decoded['runnerId']
-if runner ~= ARGV[2] then return {2, runner} end
+if runner ~= ARGV[1] then return {2, runner} end
 local hb = tonumber(redis.call('GET', KEYS[5]))
-if not hb or now - hb > tonumber(ARGV[1]) then return {1} end
-local blob = ARGV[6]
-local seq = relay(KEYS[2], KEYS[3], KEYS[4], blob, tonumber(ARGV[7]), tonumber(ARGV[8]),
-  tonumber(ARGV[9]), tonumber(ARGV[10]))
-if ARGV[3] == '1' then
-  redis.call('PUBLISH', ARGV[4], ARGV[5] .. blob .. '\\160' .. pack_uint(seq))
+if not hb or now - hb > HB_TIMEOUT then return {1} end
+local blob = ARGV[4]
+local seq = relay(KEYS[2], KEYS[3], KEYS[4], blob, MAX_MSGS, MAX_BYTES, TTL, SEQ_TTL)
+if ARGV[2] ~= '' then
+  redis.call('PUBLISH', ARGV[2], ARGV[3] .. blob .. '\\160' .. pack_uint(seq))
 end
 return {3, seq}
 """
@@ -264,6 +265,17 @@ def _published(prefix: bytes, blob: bytes, seq: int) -> bytes:
     return prefix + blob + b"\xa0" + _encode_uint(seq)
 
 
+def _limits_header(
+    max_messages: int, max_bytes: int, ttl_ms: int, seq_ttl_ms: int, hb_ms: int
+) -> str:
+    """A service's limits as constants of its scripts: arguments cost Redis (and the packing
+    here) on every message, and they never change for one service."""
+    return (
+        f"local MAX_MSGS, MAX_BYTES, TTL, SEQ_TTL = {max_messages}, {max_bytes}, {ttl_ms}, "
+        f"{seq_ttl_ms}\nlocal HB_TIMEOUT = {hb_ms}\n"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Recipient:
     """One stream a message goes into; ``channel`` None: the caller delivers it itself."""
@@ -332,25 +344,40 @@ class RelayService:
         self.heartbeat_timeout_ms = int(heartbeat_timeout_s * 1000)
         self._limits = [self.max_messages, self.max_bytes, self.ttl_ms, self.seq_ttl_ms]
         self._read = Script(redis, _READ)
+        self._key_cache: dict[str, dict[str, list[str]]] = {OUT: {}, IN: {}}
         if layout.cluster:
             self._scripts = [Script(redis, _OUTPUT_ONE), Script(redis, _FRESH)]
             self._scripts.append(Script(redis, _INPUT_APP))
             self._output_one, self._fresh, self._input_app = self._scripts
         else:
-            self._output = Script(redis, _OUTPUT)
-            self._input = Script(redis, _INPUT)
+            header = _limits_header(
+                self.max_messages,
+                self.max_bytes,
+                self.ttl_ms,
+                self.seq_ttl_ms,
+                self.heartbeat_timeout_ms,
+            )
+            self._output = Script(redis, header + _OUTPUT)
+            self._input = Script(redis, header + _INPUT)
             self._scripts = [self._output, self._input]
 
     async def load_scripts(self) -> None:
         await preload(self.redis, *self._scripts, self._read)
 
     def _resume_keys(self, app_session_id: str, direction: str) -> list[str]:
-        layout = self.layout
-        return [
-            layout.resume_seq(app_session_id, direction),
-            layout.resume_hold(app_session_id, direction),
-            layout.resume_bytes(app_session_id, direction),
-        ]
+        """Seq, hold and bytes keys (not to be changed: cached, the same on every message)."""
+        cache = self._key_cache[direction]
+        found = cache.get(app_session_id)
+        if found is None:
+            if len(cache) >= _KEY_CACHE_SIZE:
+                cache.clear()
+            layout = self.layout
+            found = cache[app_session_id] = [
+                layout.resume_seq(app_session_id, direction),
+                layout.resume_hold(app_session_id, direction),
+                layout.resume_bytes(app_session_id, direction),
+            ]
+        return found
 
     async def output(
         self, runner_id: str, target: str | None, recipients: Sequence[Recipient], blob: bytes
@@ -363,15 +390,10 @@ class RelayService:
         if self.layout.cluster:
             return await self._output_cluster(runner_id, target, recipients, blob)
         keys_: list[str] = [self.layout.runner_apps(runner_id)]
-        args: list[str | bytes | int] = [
-            target or "",
-            len(recipients),
-            blob,
-            *self._limits,
-        ]
+        args: list[str | bytes | int] = [target or "", len(recipients), blob]
         for r in recipients:
             keys_ += self._resume_keys(r.app_session_id, OUT)
-            args += [r.app_session_id, "0" if r.channel is None else "1", r.channel or "", r.prefix]
+            args += [r.app_session_id, r.channel or "", r.prefix]
         reply = await self._output(keys_, args)
         if int(reply[0]) == 1:
             return OutputResult([int(s) for s in reply[1:]], [])
@@ -418,15 +440,7 @@ class RelayService:
                 *self._resume_keys(app_session_id, IN),
                 self.layout.heartbeat(expected_runner or ""),
             ],
-            [
-                self.heartbeat_timeout_ms,
-                expected_runner or "",
-                "0" if channel is None else "1",
-                channel or "",
-                prefix,
-                blob,
-                *self._limits,
-            ],
+            [expected_runner or "", channel or "", prefix, blob],
         )
         status = InputStatus(int(reply[0]))
         if status is InputStatus.OTHER_RUNNER:
