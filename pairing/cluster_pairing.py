@@ -369,11 +369,14 @@ class ClusterPairing:
                 for app, token in members
             )
         )
-        pairs = zip(members, outcomes, strict=True)
-        removed = [app for (app, _), outcome in pairs if as_str(outcome) == "removed"]
-        await self.step("drop")
-        await self._drop(self._runner_keys(runner_id), [x for m in members for x in m])
-        return sorted(removed)
+        results = [(m, as_str(o)) for m, o in zip(members, outcomes, strict=True)]
+        removed = sorted(app for (app, _), outcome in results if outcome == "removed")
+        # A member whose session names the runner (again) is kept: only fenced ones go.
+        fenced = [x for m, outcome in results if outcome != "kept" for x in m]
+        if fenced:
+            await self.step("drop")
+            await self._drop(self._runner_keys(runner_id), fenced)
+        return removed
 
     async def remove_all(self, runner_id: str) -> list[str]:
         return await self.remove(runner_id, await self.members(runner_id), unpair=True)

@@ -485,6 +485,62 @@ def test_interleaved_and_aborted_operations_of_several_replicas(
     )
 
 
+# -- every two operations: one run whole between two steps of the other --------------------
+
+
+async def _contended(client: Redis, rep: Replica) -> None:
+    """a1 with r2 and left over in r1's set; a2 with r1; a3 with r3, whose heartbeat is
+    stale; codes for r1 and r2. Every operation below touches some of these."""
+    for runner in RUNNERS:
+        await beat(client, runner)
+    await rep.sessions.pair("a1", "r2")
+    await rep.sessions.pair("a2", "r1")
+    await rep.sessions.pair("a3", "r3")
+    assert rep.sessions.cluster is not None
+    await rep.sessions.cluster.attach("a1", "r1", online=False)
+    await give_code(client, "r1", "CODER1")
+    await give_code(client, "r2", "CODER2")
+    await client.delete(LAYOUT.heartbeat("r3"))
+    await client.zadd(LAYOUT.last_seen("r3"), {"r3": 1})
+
+
+CONTENDING: dict[str, Operation] = {
+    "pair a1 r1": lambda r: r.sessions.pair("a1", "r1"),
+    "pair a3 r1": lambda r: r.sessions.pair("a3", "r1"),
+    "pair a2 r3": lambda r: r.sessions.pair("a2", "r3"),
+    "app_pair a1 r1": lambda r: r.pairing.pair("CODER1", "a1", address="x"),
+    "app_pair a2 r2": lambda r: r.pairing.pair("CODER2", "a2", address="x"),
+    "unpair a1": lambda r: r.pairing.unpair("a1"),
+    "remove_all r1": lambda r: r.sessions.remove_all_sessions_for_runner("r1"),
+    "release r1": lambda r: r.registry.release("r1", "conn-r1"),
+    "sweep": lambda r: r.registry.sweep(),
+    "get_apps r1": lambda r: r.sessions.get_apps_by_runner_id("r1"),
+}
+
+
+@pytest.mark.parametrize("first", list(CONTENDING))
+async def test_any_operation_run_between_two_steps_of_another(cluster: Redis, first: str) -> None:
+    """``first`` paused after each of its steps in turn while each other operation runs
+    whole (another replica), then finished: clients see the sessions, a sweep leaves
+    nothing. Deterministic: every such interleaving, not a sample."""
+    steps = await _count_steps(cluster, _contended, CONTENDING[first])
+    for second, run_second in CONTENDING.items():
+        for done in range(1, len(steps)):
+            await cluster.flushall(target_nodes=redis.asyncio.RedisCluster.PRIMARIES)  # type: ignore[call-arg]
+            await _contended(cluster, replica(cluster))
+            op = Op(first)
+            await op.start(CONTENDING[first], cluster)
+            for _ in range(done):
+                if not op.done:
+                    await op.advance()
+            await run_second(replica(cluster))
+            while not op.done:
+                await op.advance()
+            where = f"{second} after {steps[:done]} of {first}"
+            assert await observable_problems(cluster, RUNNERS, APPS) == [], where
+            assert await sweep_all(cluster, RUNNERS) == [], where
+
+
 # -- after a failover -------------------------------------------------------------------------
 
 
