@@ -9,6 +9,7 @@ channel outside the script's slot; fakeredis checks none of these.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -690,3 +691,166 @@ async def test_cluster_round_trips_match_the_docs(redis_cluster: RedisClusterPro
         await rc.flushall(target_nodes=aioredis.RedisCluster.PRIMARIES)
         await rc.aclose()
     assert not missing, "docs/round-trips.md lacks the measured rows:\n" + "\n".join(missing)
+
+
+# -- a crash between two steps ----------------------------------------------------------------
+
+
+class Crash(Exception):
+    """The replica died here: this command and every later one are never sent."""
+
+
+class CrashAfter:
+    """Lets the first ``sent`` commands through, then fails every one (a replica killed
+    between two steps of an operation)."""
+
+    def __init__(self, client: Redis, sent: int) -> None:
+        self.client, self.left = client, sent
+        self._send = client.execute_command
+
+    def __enter__(self) -> CrashAfter:
+        async def send(*args: Any, **options: Any) -> Any:
+            if self.left <= 0:
+                raise Crash(str(args[0]))
+            self.left -= 1
+            return await self._send(*args, **options)
+
+        self.client.execute_command = send  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.client.execute_command
+
+
+async def runner_view(k: Kit, runner: str = "r1") -> dict[str, Any]:
+    """What clients and the sweeper go by: owner, heartbeat, the runner's code and whether
+    its key names it, the index entry, the key binding, and which codes name the runner."""
+    env, layout = k.env, k.env.layout
+    code = await env.client.get(layout.runner_code(runner))
+    codes = {c: await env.client.get(layout.code(c)) for c in ("CODE-1", "CODE-2")}
+    return {
+        "owner": await env.client.get(layout.owner(runner)),
+        "beating": await env.client.exists(layout.heartbeat(runner)) == 1,
+        "code": code,
+        "code_names_runner": code is not None
+        and await env.client.get(layout.code(code.decode())) == runner.encode(),
+        "indexed": await index_score(env, runner) is not None,
+        "binding": await env.client.get(layout.runner_key(runner)),
+        "naming": sorted(c for c, v in codes.items() if v == runner.encode()),
+    }
+
+
+async def interrupted(k: Kit, setup: Any, call: Any) -> list[dict[str, Any]]:
+    """The view after ``call`` is cut after each of its commands in turn (the last view:
+    not cut)."""
+    rc = k.env.client
+    await rc.flushall(target_nodes=aioredis.RedisCluster.PRIMARIES)  # type: ignore[call-arg]
+    await setup(k)
+    with Counter(rc) as counter:
+        await call(k)
+    views = []
+    for sent in range(len(counter.sent) + 1):
+        await rc.flushall(target_nodes=aioredis.RedisCluster.PRIMARIES)  # type: ignore[call-arg]
+        await setup(k)
+        with CrashAfter(rc, sent), contextlib.suppress(Crash):
+            await call(k)
+        views.append(await runner_view(k))
+    return views
+
+
+@pytest.fixture
+async def kit(redis_cluster: RedisClusterProcess) -> AsyncIterator[Kit]:
+    rc = cluster_client(redis_cluster.url)
+    await rc.initialize()
+    client = cast(Redis, rc)
+    env = Env(client, keys.CLUSTER, sorted(n.port for n in rc.get_primaries()))
+    layout = env.layout
+    yield Kit(
+        env,
+        RelayService(client, layout=layout),
+        RunnerRegistry(client, layout=layout),
+        RunnerRegistration(client, layout=layout),
+        PairingCodeService(client, layout=layout),
+        RateLimitService(client, layout=layout),
+        PairingHistoryService(client, layout=layout),
+    )
+    await rc.flushall(target_nodes=aioredis.RedisCluster.PRIMARIES)
+    await rc.aclose()
+
+
+async def test_a_takeover_cut_between_any_two_steps_leaves_one_consistent_runner(
+    kit: Kit,
+) -> None:
+    """runner:register by the key's holder on a new connection with a new code, cut after
+    each step: the runner always has an owner, a heartbeat, its index entry and a code that
+    names it; before the runner-slot step it is the old connection's runner with its old
+    code, after it the new one's. Only the replaced code may outlive its replacement (the
+    documented window, until the last step)."""
+    views = await interrupted(
+        kit,
+        _kit_paired,
+        lambda k: k.registration.register(
+            "r1", "c2", address=ADDR, code="CODE-2", runner_key=KEY_A
+        ),
+    )
+    binding = key_digest(KEY_A).encode()
+    for view in views:
+        assert view["beating"] and view["indexed"] and view["code_names_runner"]
+        assert view["binding"] == binding
+        if view["owner"] == b"c1":
+            assert view["code"] == b"CODE-1"
+        else:
+            assert (view["owner"], view["code"]) == (b"c2", b"CODE-2")
+    owners = [v["owner"] for v in views]
+    assert owners == sorted(owners) and owners[0] == b"c1" and owners[-1] == b"c2"
+    assert views[-1]["naming"] == ["CODE-2"]  # the old code is gone once it completes
+    assert all(
+        v["naming"] in (["CODE-1"], ["CODE-1", "CODE-2"]) for v in views if v["owner"] == b"c1"
+    )
+
+
+async def test_a_refused_takeover_cut_anywhere_changes_nothing(kit: Kit) -> None:
+    await _kit_paired(kit)
+    before = await runner_view(kit)
+    views = await interrupted(
+        kit,
+        _kit_paired,
+        lambda k: k.registration.register(
+            "r1", "thief", address=ADDR, code="CODE-2", runner_key=KEY_B
+        ),
+    )
+    assert views == [before] * len(views)
+
+
+async def test_code_issuing_and_revoking_cut_anywhere(kit: Kit) -> None:
+    """The runner's code names the runner at every cut of ``register``; ``revoke`` cut
+    anywhere never leaves a live code the runner no longer shows."""
+    issued = await interrupted(kit, _kit_paired, lambda k: k.codes.register("r1", "CODE-2"))
+    for view in issued:
+        assert view["code_names_runner"] and view["code"] in (b"CODE-1", b"CODE-2")
+    assert issued[-1]["naming"] == ["CODE-2"]
+    revoked = await interrupted(kit, _kit_paired, lambda k: k.codes.revoke("r1"))
+    for view in revoked:
+        live = view["naming"]
+        assert live == [] or (live == ["CODE-1"] and view["code"] == b"CODE-1")
+    assert revoked[-1]["code"] is None and revoked[-1]["naming"] == []
+
+
+async def test_claims_and_heartbeats_cut_anywhere_keep_the_runner_indexed(kit: Kit) -> None:
+    async def nothing(k: Kit) -> None:
+        return None
+
+    async def due(k: Kit) -> None:
+        await _kit_paired(k)
+        await k.env.client.delete(k.env.layout.last_seen_mark("r1"))
+
+    for setup, call in (
+        (nothing, lambda k: k.runners.claim("r1", "c1")),
+        (_kit_paired, lambda k: k.runners.claim("r1", "c2")),
+        (nothing, lambda k: k.registration.register("r1", "c1", address=ADDR)),
+    ):
+        for view in await interrupted(kit, setup, call):
+            # Whoever owns the runner, the sweeper can find it.
+            assert view["owner"] is None or view["indexed"]
+    for view in await interrupted(kit, due, lambda k: k.runners.heartbeat("r1", "c1")):
+        assert view["owner"] == b"c1" and view["indexed"] and view["beating"]
