@@ -8,10 +8,13 @@ link; see docs/benchmarks.md's main sections for the gateway).
 
 - heartbeat, one Redis: ``RunnerRegistry.heartbeat``, the gateway's script (owner check,
   heartbeat key, the sweeper's index entry) as it runs today.
-- heartbeat, cluster: the same ownership-guarded write on the runner's slot
-  (``runner:owner:{id}``, ``runner:heartbeat:{id}``) and the index entry in its shard
-  (``runner:last_seen:{tag}``, ``pairing.keys.ClusterKeyLayout``): two commands, as the
-  cluster layout needs, since the index shard is not in the runner's slot.
+- heartbeat, cluster: ``RunnerRegistry.heartbeat`` with the cluster layout: the
+  ownership-guarded write on the runner's slot (``runner:owner:{id}``,
+  ``runner:heartbeat:{id}``, the index mark), and the index entry in its shard
+  (``runner:last_seen:{tag}``) only when the mark has expired (every half heartbeat
+  timeout). At the contract's 10 s beats and the default 30 s timeout that is every other
+  beat, so half the rounds run with the mark fresh (one command) and half with it expired
+  (two), as a deployment's beats do.
 - relay (pub/sub): a 200-byte message published to a room's channel with one subscriber
   holding it: PUBLISH on one Redis, SPUBLISH on the shard owning ``gateway:room:{room}`` in
   the cluster. Only the delivery: the relay's seq-and-hold script (``pairing.relay``), which
@@ -43,7 +46,6 @@ from redis.crc import key_slot
 from bench.procs import cpu_seconds, free_port
 from pairing import keys
 from pairing.runners import RunnerRegistry
-from pairing.scripts import NOW_MS, Script
 from pairing.store import connect
 from pairing.store.cluster import cluster_client
 
@@ -52,19 +54,6 @@ ROOT = Path(__file__).resolve().parent.parent
 IDLE_S = 2.0
 MARK_BEGIN = "<!-- bench.cluster:begin -->"
 MARK_END = "<!-- bench.cluster:end -->"
-
-#: The cluster heartbeat's first step: the owned-beat of ``pairing.runners`` without the
-#: index entry, returning the time written (0 when taken over) for the second step.
-_CLUSTER_BEAT = (
-    NOW_MS
-    + """
-local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] then return 0 end
-if not owner then redis.call('SET', KEYS[1], ARGV[1]) end
-redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[2])
-return now
-"""
-)
 
 
 @dataclass
@@ -261,17 +250,27 @@ async def run_cluster(runners: int, rounds: int, messages: int, rooms: int) -> l
         replicas = [n for n in nodes if n.port not in {p.port for p in primaries}]
         servers.update({f"replica{i}": n for i, n in enumerate(replicas)})
         layout = keys.CLUSTER
-        beat = Script(client, _CLUSTER_BEAT)  # type: ignore[arg-type]
+        store: Any = client
+        fresh = RunnerRegistry(store, layout=layout)
+        # A mark that has always expired: every beat writes the index shard too.
+        due = RunnerRegistry(store, layout=layout, heartbeat_timeout_s=0.002)
+        await fresh.load_scripts()
         ids = [f"runner-{i}" for i in range(runners)]
-
-        async def heartbeat(runner: str) -> None:
-            now = await beat([layout.owner(runner), layout.heartbeat(runner)], ["conn", 60000])
-            if now:
-                await client.zadd(layout.last_seen(runner), {runner: int(now)})
-
-        await _in_batches([lambda r=r: heartbeat(r) for r in ids])
-        calls = [lambda r=r: heartbeat(r) for _ in range(rounds) for r in ids]
-        results = [await _measure("heartbeat", servers, len(calls), lambda: _in_batches(calls))]
+        await _in_batches([lambda r=r: fresh.claim(r, "conn") for r in ids])
+        half = rounds // 2
+        marked = [lambda r=r: fresh.heartbeat(r, "conn") for _ in range(half) for r in ids]
+        unmarked = [lambda r=r: due.heartbeat(r, "conn") for _ in range(rounds - half) for r in ids]
+        beats = [
+            await _measure("heartbeat", servers, len(marked), lambda: _in_batches(marked)),
+            await _measure("heartbeat", servers, len(unmarked), lambda: _in_batches(unmarked)),
+        ]
+        results = [
+            Result(
+                "heartbeat",
+                sum(b.ops for b in beats),
+                {k: sum(b.cpu[k] for b in beats) for k in servers},
+            )
+        ]
 
         stop = asyncio.Event()
         channels = [layout.room_channel(f"runner:r{i}") for i in range(rooms)]
