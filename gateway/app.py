@@ -71,6 +71,7 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
         replica_id=replica_id,
         local_emit=local_emit,
         local_disconnect=local_disconnect,
+        local_moved=lambda sid: gateway.catch_up(sid),
         on_listener_error=lambda: metrics.redis_errors.labels("fanout").inc(),
         layout=layout,
     )

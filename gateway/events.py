@@ -102,6 +102,8 @@ class Conn:
     held_back: list[tuple[str, Any]] | None = None
     #: The app's lastSeq from auth, until its replay ran.
     resume_from: int | None = None
+    #: Its room was held elsewhere until now: read the hold again once the replay ends.
+    catch_up: bool = False
     #: What the last relay found: an app's runner, a runner's paired apps (None: unknown).
     peer_runner: str | None = None
     peer_apps: list[str] | None = None
@@ -324,6 +326,48 @@ class PairingGateway:
             if await self._pass_floor(conn, event, data):
                 await self.send(conn.sid, event, data)
         conn.held_back = None
+        if conn.catch_up:
+            await self.catch_up(conn.sid)
+
+    async def catch_up(self, sid: str) -> None:
+        """Another replica had this socket's room until now (it held an older socket of the
+        app or runner, ``Fanout``'s ``moved``): what it delivered there, after this socket's
+        replay read the hold, is in the hold; read it again after the socket's floors."""
+        conn = self.conns.get(sid)
+        if conn is None:
+            return
+        if conn.held_back is not None:
+            conn.catch_up = True  # a replay is under way: once it is done
+            return
+        conn.catch_up = False
+        if not conn.floors:
+            return  # nothing relayed to it yet, nor a resume: it gets what comes from now on
+        conn.held_back = []
+        task = asyncio.create_task(self._catch_up(conn))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _catch_up(self, conn: Conn) -> None:
+        try:
+            async with asyncio.timeout(self.options.store_timeout_s):
+                for stream, floor in list((conn.floors or {}).items()):
+                    if conn.role is Role.APP and not stream:
+                        held = await self.relay.held(conn.app_session_id, OUT, floor)
+                        event = ServerEvent.TERMINAL_OUTPUT
+                    elif conn.role is Role.RUNNER and stream:
+                        held = await self.relay.held(stream, IN, floor, paired_with=conn.runner_id)
+                        event = ServerEvent.TERMINAL_INPUT
+                    else:
+                        continue
+                    if held is not None:
+                        await self._replay(conn, stream, event, floor, held)
+        except STORE_ERRORS as exc:
+            self.metrics.redis_errors.labels("resume").inc()
+            log.warning("could not read the hold again", extra={"error": repr(exc)})
+        except Exception:
+            log.exception("catch-up failed")
+        finally:
+            await self._release_held_back(conn)
 
     async def deliver(self, sid: str, event: str, data: Any) -> None:
         """Every emit to a local socket; relayed messages pass its resume floors."""

@@ -37,10 +37,12 @@ log = logging.getLogger("gateway.fanout")
 LocalEmit = Callable[[str, str, Any], Awaitable[None]]
 #: Disconnects the local socket ``sid`` (an older connection that was taken over).
 LocalDisconnect = Callable[[str], Awaitable[None]]
+#: The local socket ``sid``'s room was held by another replica until now (``moved``).
+LocalMoved = Callable[[str], Awaitable[None]]
 
 
 class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
-    kind: str  # "emit" or "evict"
+    kind: str  # "emit", "evict", or "moved" (a replica gave up the room after an evict)
     room: str
     origin: str
     event: str = ""
@@ -79,6 +81,7 @@ class Fanout:
         local_emit: LocalEmit,
         local_disconnect: LocalDisconnect,
         on_listener_error: Callable[[], None] | None = None,
+        local_moved: LocalMoved | None = None,
         layout: keys.KeyLayout = keys.SINGLE_NODE,
     ) -> None:
         self.redis = redis
@@ -90,6 +93,7 @@ class Fanout:
         self._local_emit = local_emit
         self._local_disconnect = local_disconnect
         self._on_listener_error = on_listener_error
+        self._local_moved = local_moved
         #: room -> its socket here (a str: the usual case, and the cheapest), or a set of
         #: them while an older socket is still being evicted.
         self.members: dict[str, str | set[str]] = {}
@@ -227,8 +231,32 @@ class Fanout:
                 )
         elif envelope.kind == "evict" and envelope.origin != self.replica_id:
             # (our own evict was applied locally)
-            for sid in self.local_members(envelope.room) - {envelope.keep}:
-                await self._local_disconnect(sid)
+            await self._evicted(envelope.room, self.local_members(envelope.room) - {envelope.keep})
+        elif envelope.kind == "moved" and envelope.origin != self.replica_id:
+            for sid in self.local_members(envelope.room):
+                if self._local_moved is not None:
+                    await self._local_moved(sid)
+
+    async def _evicted(self, room: str, sids: set[str]) -> None:
+        """Another replica's newer socket took ``room``: the older ones here leave it.
+
+        Until now this replica delivered the room's messages here, unpublished, and the newer
+        socket's replica may have read the hold (a resume) before some of them were relayed.
+        So once they have left (from here on, messages for the room are published), a
+        ``moved`` notice goes to the room: every relay this replica sent before is in Redis
+        ahead of it (one connection, in order), and the newer socket reads the hold again.
+        """
+        if not sids:
+            return
+        for sid in sids:
+            await self.leave(sid, room)
+        envelope = Envelope("moved", room, self.replica_id)
+        try:
+            await self._publish(room, _encode(envelope))
+        except Exception as exc:
+            log.warning("could not announce a moved room", extra={"error": repr(exc)[:200]})
+        for sid in sids:
+            await self._local_disconnect(sid)
 
     def _confirm(self, channel: Any) -> None:
         name = channel.encode() if isinstance(channel, str) else bytes(channel)
