@@ -613,7 +613,7 @@ class PairingGateway:
                 await self.fanout.deliver_here(room, event, {**message, "seq": seq})
             else:
                 self.fanout.published += 1
-        return {"success": True, "delivered": len(recipients)}
+        return {"success": True, "delivered": sum(1 for seq in result.seqs if seq)}
 
     def _recipient(self, app: str, room: str, event: str) -> Recipient:
         """Delivered here if the room is here, else published by the relay script."""
