@@ -162,8 +162,21 @@ class RedeemResult:
     previous_runner_id: str | None = None
 
 
+_CODE_SPACE = len(CODE_ALPHABET) ** GENERATED_CODE_LENGTH
+
+
 def generate_code() -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(GENERATED_CODE_LENGTH))
+    """A uniformly random code: one draw below ``len(alphabet) ** length``, in that base.
+
+    (``secrets.choice`` per character costs a ``getrandom`` system call each.)
+    """
+    n = secrets.randbelow(_CODE_SPACE)
+    base = len(CODE_ALPHABET)
+    chars = []
+    for _ in range(GENERATED_CODE_LENGTH):
+        n, digit = divmod(n, base)
+        chars.append(CODE_ALPHABET[digit])
+    return "".join(chars)
 
 
 class PairingCodeService:

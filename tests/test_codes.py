@@ -44,6 +44,8 @@ def test_generated_codes_use_the_alphabet_and_vary() -> None:
     drawn = [generate_code() for _ in range(2000)]
     assert all(len(c) == GENERATED_CODE_LENGTH for c in drawn)
     assert set("".join(drawn)) == set(CODE_ALPHABET)  # every symbol used, nothing else
+    for position in range(GENERATED_CODE_LENGTH):  # ... at every position
+        assert {c[position] for c in drawn} == set(CODE_ALPHABET), position
     assert len(set(drawn)) == len(drawn)
 
 
