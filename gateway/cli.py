@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -98,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"pairing-gateway listening on {settings.host}:{settings.port} using {store}",
         extra={"redis_url": _redact(settings.redis_url)},
     )
+    tune_gc()
     web.run_app(
         app,
         host=settings.host,
@@ -107,6 +109,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutdown_timeout=5.0,
     )
     return 0
+
+
+#: The garbage collector's thresholds (CPython's defaults: 700, 10, 10). An event's objects
+#: are freed by reference counting, but those of the events in flight count as growth: at 700
+#: a generation-0 collection ran every few events, scanning and promoting them, and their
+#: promotions set off full collections of every connection's objects, about a sixth of the
+#: heartbeat path's CPU. Only cyclic garbage waits longer now (50,000 allocations' worth).
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def tune_gc() -> None:
+    """Collect less often, and never scan the start-up objects (modules, the app) again."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()
 
 
 def _redact(url: str) -> str:

@@ -157,3 +157,19 @@ async def test_embedded_store_process_says_so_first_and_serves() -> None:
             await runner.close()
     finally:
         assert proc.terminate() == 0
+
+
+def test_tune_gc_collects_less_often_and_sets_the_start_up_objects_aside() -> None:
+    import gc
+
+    from gateway.cli import GC_THRESHOLDS, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[0] > before[0]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
