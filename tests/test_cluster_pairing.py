@@ -534,11 +534,34 @@ async def test_any_operation_run_between_two_steps_of_another(cluster: Redis, fi
                 if not op.done:
                     await op.advance()
             await run_second(replica(cluster))
+            where = f"{second} after {steps[:done]} of {first}"
+            assert (await read_state(cluster)).broken() == [], where
             while not op.done:
                 await op.advance()
-            where = f"{second} after {steps[:done]} of {first}"
+                assert (await read_state(cluster)).broken() == [], where
             assert await observable_problems(cluster, RUNNERS, APPS) == [], where
             assert await sweep_all(cluster, RUNNERS) == [], where
+
+
+async def test_two_pairs_in_flight_share_their_token_against_a_remover(cluster: Redis) -> None:
+    """Two pairs of a1 with r1 both past their first step, then a reader clears a1 from r1's
+    set (a1's session still names r2): had the second pair's token replaced the first's, the
+    reader would fence only the second and the first would commit a session whose runner's
+    set lacks the app. Sharing the token, both are refused once and commit afresh."""
+    await beat(cluster, "r1")
+    await beat(cluster, "r2")
+    await replica(cluster).sessions.pair("a1", "r2")
+    first, second = Op("first pair"), Op("second pair")
+    for op in (first, second):
+        await op.start(lambda r: r.sessions.pair("a1", "r1"), cluster)
+        await op.advance()  # attached
+    assert await replica(cluster).sessions.get_apps_by_runner_id("r1") == []
+    for op in (first, second):
+        while not op.done:
+            await op.advance()
+        assert (await read_state(cluster)).broken() == [], op.label
+    assert await observable_problems(cluster, RUNNERS, APPS) == []
+    assert (await read_state(cluster)).sessions == {"a1": "r1"}
 
 
 # -- after a failover -------------------------------------------------------------------------
