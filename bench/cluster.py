@@ -135,13 +135,36 @@ async def _start_cluster(nodes: list[Server]) -> RedisCluster:
         try:
             await client.initialize()
             info = await client.cluster_info()
-            if info.get("cluster_state") == "ok" and len(client.get_primaries()) == 3:
+            if (
+                info.get("cluster_state") == "ok"
+                and len(client.get_primaries()) == 3
+                and await _all_nodes_settled(nodes)
+            ):
                 return client
         except Exception:
             if time.monotonic() > deadline:
                 raise
         await client.aclose()
         await asyncio.sleep(0.2)
+
+
+async def _all_nodes_settled(nodes: list[Server]) -> bool:
+    """Every node sees the cluster ok and every replica's link to its master is up: a node
+    still turning from empty master into replica, or still syncing, is no place to measure
+    (nor to send the first claims to)."""
+    for node in nodes:
+        conn = Redis(port=node.port, socket_timeout=2)
+        try:
+            raw = await conn.execute_command("CLUSTER", "INFO")
+            replication = await conn.info("replication")
+        finally:
+            await conn.aclose()
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if "cluster_state:ok" not in text:
+            return False
+        if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
+            return False
+    return True
 
 
 @dataclass
