@@ -215,3 +215,38 @@ async def test_a_command_that_timed_out_is_not_sent_again(
     finally:
         await client.delete(keys.CLUSTER.heartbeat("r-timeout"))
         await client.aclose()
+
+
+async def test_every_master_down_is_a_connection_error_until_they_are_back(
+    own_cluster: RedisClusterProcess,
+) -> None:
+    """An outage of the whole cluster surfaces as on one Redis (ConnectionError: the
+    gateway's UNAVAILABLE), not as upstream's RedisClusterException, and the same client
+    serves again once the masters are back: it still asks the URL's nodes for the slot map."""
+    client = cluster_client(own_cluster.url)
+    try:
+        names = [keys.CLUSTER.heartbeat(f"runner-{i}") for i in range(12)]
+        for name in names:
+            await client.set(name, "before")
+        masters = own_cluster.master_nodes()
+        for node in masters:
+            node.stop()
+        for name in names[:3]:
+            with pytest.raises(redis.exceptions.ConnectionError):
+                await client.get(name)
+        for node in masters:
+            own_cluster.restart(node)
+        await asyncio.to_thread(own_cluster.wait_ok)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await client.set(names[0], "after")
+                break
+            except redis.exceptions.ConnectionError:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+        # (restarted empty, as a redis-server without persistence does)
+        assert await client.get(names[0]) == b"after"
+        assert await client.get(names[1]) is None
+    finally:
+        await client.aclose()

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ClusterDownError, SlotNotCoveredError
+from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pairing.store.client import CLUSTER_SCHEMES, lost_connection_retry
@@ -76,6 +76,18 @@ class _RedisCluster(RedisCluster):
 
     ERRORS_ALLOW_RETRY = (RedisConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
 
+    async def initialize(
+        self,
+        additional_startup_nodes_info: list[tuple[str, int]] | None = None,
+        last_failed_node_name: str | None = None,
+    ) -> RedisCluster:
+        """No node answering (every master down) is an outage, a ConnectionError as on one
+        Redis; upstream raises RedisClusterException, which is no RedisError."""
+        try:
+            return await super().initialize(additional_startup_nodes_info, last_failed_node_name)
+        except RedisClusterException as exc:
+            raise RedisConnectionError(f"Redis Cluster unreachable: {exc}") from exc
+
 
 def cluster_client(
     url: str,
@@ -98,6 +110,10 @@ def cluster_client(
         **lost_connection_retry(),
         "protocol": 2,
         "require_full_coverage": True,
+        # The URL's nodes stay the ones asked for the slot map (upstream would replace them
+        # by the masters it found: after every master was down at once it could ask no one
+        # else, and a managed cluster's configuration endpoint would be forgotten).
+        "dynamic_startup_nodes": False,
         "username": spec.username,
         "password": spec.password,
         "ssl": spec.ssl,
