@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 import yaml
 
+from pairing.store.cluster import parse_cluster_url
+
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
@@ -97,14 +99,18 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         scheme = self.redis_url.split("://", 1)[0] if "://" in self.redis_url else ""
         if scheme in {"redis+cluster", "rediss+cluster"}:
-            raise ValueError(
-                "redis_url: Redis Cluster (redis+cluster://) is not supported yet; use one Redis "
-                "(redis://, rediss://, unix://) or Sentinel (redis+sentinel://)"
-            )
-        if scheme not in {"redis", "rediss", "unix", "memory", "redis+sentinel", "rediss+sentinel"}:
+            parse_cluster_url(self.redis_url)  # a malformed node list stops the start here
+        elif scheme not in {
+            "redis",
+            "rediss",
+            "unix",
+            "memory",
+            "redis+sentinel",
+            "rediss+sentinel",
+        }:
             raise ValueError(
                 "redis_url must start with redis://, rediss://, unix://, redis+sentinel://, "
-                "rediss+sentinel:// or memory://"
+                "rediss+sentinel://, redis+cluster://, rediss+cluster:// or memory://"
             )
         if self.heartbeat.timeout_s > self.heartbeat.ttl_s:
             raise ValueError("heartbeat.timeout_s must not exceed heartbeat.ttl_s")

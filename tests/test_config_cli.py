@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from gateway.config import ConfigError, Settings, load_settings
+from pairing import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,6 +71,18 @@ def test_env_overrides_file_and_flags_override_env(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "url", ["redis+cluster://10.0.0.1:7000,10.0.0.2:7000", "rediss+cluster://u:p@h:7000/0"]
+)
+def test_cluster_urls_are_accepted(tmp_path: Path, url: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"redis_url: {url}\n")
+    s = load_settings(path, env={})
+    assert s.redis_url == url
+    assert keys.layout_for(s.redis_url).cluster
+    assert load_settings(None, env={"PAIRING_REDIS_URL": url}).redis_url == url
+
+
+@pytest.mark.parametrize(
     ("content", "env", "needle"),
     [
         ("port: 70000\n", {}, "port"),
@@ -78,8 +91,8 @@ def test_env_overrides_file_and_flags_override_env(tmp_path: Path) -> None:
         ("heartbeat:\n  timeout_s: 90\n", {}, "ttl_s"),
         ("bogus_key: 1\n", {}, "bogus_key"),
         ("redis_url: http://x\n", {}, "redis_url"),
-        ("redis_url: redis+cluster://h:7000\n", {}, "Redis Cluster (redis+cluster://) is not"),
-        ("", {"PAIRING_REDIS_URL": "rediss+cluster://h:7000"}, "not supported yet"),
+        ("redis_url: redis+cluster://h\n", {}, "cluster node 'h' must be host:port"),
+        ("", {"PAIRING_REDIS_URL": "rediss+cluster://h:7000/3"}, "only database 0"),
         ("log_format: xml\n", {}, "log_format"),
         ("- a list\n", {}, "mapping"),
         ("port: [\n", {}, "YAML"),
