@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from pairing.store import Redis, connect
+from tests.backends import Backend
 from tests.redis_cluster_proc import RedisClusterProcess
 from tests.redis_proc import RedisProcess
 
@@ -194,6 +195,30 @@ def redis_cluster() -> Iterator[RedisClusterProcess]:
     cluster.start()
     yield cluster
     cluster.close()
+
+
+@pytest.fixture(params=["single", "cluster"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The session's store, as one redis-server and, as a second run, a Redis Cluster."""
+    if request.param == "single":
+        return Backend(single=request.getfixturevalue("redis_proc"))
+    return Backend(cluster=request.getfixturevalue("redis_cluster"))
+
+
+@pytest.fixture(params=["single", "cluster"])
+def own_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """A store for one test alone, which it may stop, freeze and restart: a redis-server
+    and, as a second run, a 3-master Redis Cluster (an outage there: every master down)."""
+    if request.param == "single":
+        proc = RedisProcess()
+        proc.start()
+        yield Backend(single=proc)
+        proc.close()
+    else:
+        cluster = RedisClusterProcess()
+        cluster.start()
+        yield Backend(cluster=cluster)
+        cluster.close()
 
 
 @pytest.fixture

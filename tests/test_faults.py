@@ -1,18 +1,19 @@
 """Redis failing under running gateway processes: bounded UNAVAILABLE acks, readiness, recovery.
 
-Each test has its own redis-server (``own_redis``) that it kills (SIGKILL, data lost),
-freezes (SIGSTOP: connections open but nothing answers) and restarts on the same port.
+Each test has its own store (``own_backend``, tests.backends): a redis-server and, as a second
+run, a 3-master Redis Cluster. It kills it (SIGKILL, data lost; on a cluster every master,
+so that no replica can take over), freezes it (SIGSTOP: connections open but nothing
+answers) and restarts it on the same ports.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
+from tests.backends import Backend
 from tests.cluster_helpers import (
     Heartbeats,
     bad_log_lines,
@@ -25,7 +26,6 @@ from tests.cluster_helpers import (
     wait_ready,
 )
 from tests.gw_helpers import TEST_CONFIG, Client, GatewayProcess, emit_unacked, watch_disconnect
-from tests.redis_proc import RedisProcess
 
 APP_1 = "fault-app-1-0123456789"
 APP_2 = "fault-app-2-0123456789"
@@ -95,13 +95,13 @@ async def check_not_ready(*gws: GatewayProcess) -> None:
 
 
 async def test_redis_killed_and_restarted_under_two_replicas(
-    own_redis: RedisProcess,
+    own_backend: Backend,
     gateway_procs: Start,
     clients: Connect,
     beats: Heartbeats,
 ) -> None:
-    a = gateway_procs(own_redis.url, FAULT_CONFIG)
-    b = gateway_procs(own_redis.url, FAULT_CONFIG)
+    a = gateway_procs(own_backend.url, FAULT_CONFIG)
+    b = gateway_procs(own_backend.url, FAULT_CONFIG)
     runner = await clients(a.url)
     app = await clients(b.url, auth={"appSessionId": APP_1})
     await register(runner, "r-before")
@@ -110,7 +110,7 @@ async def test_redis_killed_and_restarted_under_two_replicas(
     await relay_both_ways(app, runner, APP_1, "r-before", "before")
     await beats.stop()
 
-    own_redis.stop()  # SIGKILL: connections refused, data gone
+    own_backend.stop()  # SIGKILL: connections refused, data gone
     times = await check_store_events_unavailable(
         runner,
         app,
@@ -130,7 +130,7 @@ async def test_redis_killed_and_restarted_under_two_replicas(
         + ", ".join(f"{e} {t:.3f}" for e, t in sorted(times.items()))
     )
 
-    own_redis.start()  # same port, empty
+    own_backend.start()  # same ports, empty
     restarted = time.monotonic()
     await asyncio.gather(wait_ready(a, timeout=10), wait_ready(b, timeout=10))
     print(f"both replicas ready {time.monotonic() - restarted:.2f}s after Redis restarted")
@@ -160,13 +160,13 @@ async def test_redis_killed_and_restarted_under_two_replicas(
 
 
 async def test_redis_frozen_then_resumed_keeps_pairings(
-    own_redis: RedisProcess,
+    own_backend: Backend,
     gateway_procs: Start,
     clients: Connect,
     beats: Heartbeats,
 ) -> None:
-    a = gateway_procs(own_redis.url, FAULT_CONFIG)
-    b = gateway_procs(own_redis.url, FAULT_CONFIG)
+    a = gateway_procs(own_backend.url, FAULT_CONFIG)
+    b = gateway_procs(own_backend.url, FAULT_CONFIG)
     runner = await clients(a.url)
     app = await clients(b.url, auth={"appSessionId": APP_1})
     interval_s = (await register(runner, "r-frozen"))["heartbeatIntervalMs"] / 1000
@@ -179,9 +179,7 @@ async def test_redis_frozen_then_resumed_keeps_pairings(
     # no runner:register) while frozen.
     await beats.stop()
 
-    assert own_redis.proc is not None
-    pid = own_redis.proc.pid
-    os.kill(pid, signal.SIGSTOP)  # accepts connections, answers nothing
+    pids = own_backend.freeze()  # accepts connections, answers nothing
     try:
         frozen_at = time.monotonic()
         times = await check_store_events_unavailable(
@@ -194,7 +192,7 @@ async def test_redis_frozen_then_resumed_keeps_pairings(
             + ", ".join(f"{e} {t:.3f}" for e, t in sorted(times.items()))
         )
     finally:
-        os.kill(pid, signal.SIGCONT)
+        own_backend.thaw(pids)
     resumed = time.monotonic()
     await asyncio.gather(wait_ready(a), wait_ready(b))
     print(
@@ -224,14 +222,14 @@ async def test_redis_frozen_then_resumed_keeps_pairings(
 
 
 async def test_redis_killed_during_a_burst(
-    own_redis: RedisProcess,
+    own_backend: Backend,
     gateway_procs: Start,
     clients: Connect,
     beats: Heartbeats,
 ) -> None:
     n = 200
-    a = gateway_procs(own_redis.url, FAULT_CONFIG)
-    b = gateway_procs(own_redis.url, FAULT_CONFIG)
+    a = gateway_procs(own_backend.url, FAULT_CONFIG)
+    b = gateway_procs(own_backend.url, FAULT_CONFIG)
     runner = await clients(a.url)
     app = await clients(b.url, auth={"appSessionId": APP_1})
     await register(runner, "r-burst")
@@ -241,7 +239,7 @@ async def test_redis_killed_during_a_burst(
     commands = await emit_unacked(app, "app:command", ({"data": i} for i in range(n)))
     outputs = await emit_unacked(runner, "runner:output", ({"data": i} for i in range(n)))
     first = await collect(runner, "terminal:input", 20)
-    own_redis.stop()
+    own_backend.stop()
     command_acks = await asyncio.wait_for(asyncio.gather(*commands), 60)
     output_acks = await asyncio.wait_for(asyncio.gather(*outputs), 60)
 
@@ -274,7 +272,7 @@ async def test_redis_killed_during_a_burst(
 
 
 async def test_a_backlog_behind_a_frozen_store_does_not_cost_the_connection(
-    own_redis: RedisProcess, gateway_procs: Start
+    own_backend: Backend, gateway_procs: Start
 ) -> None:
     """Events wait on the store off the socket's read loop, so pings are still answered.
 
@@ -282,20 +280,19 @@ async def test_a_backlog_behind_a_frozen_store_does_not_cost_the_connection(
     heartbeats take about 6 s to fail: a server that handled them in the read loop would
     drop the client after about 2 s and never ack the rest.
     """
-    gw = gateway_procs(own_redis.url)
+    gw = gateway_procs(own_backend.url)
     runner = await Client(reconnection=False).connect(gw.url)
     gone = watch_disconnect(runner)
     try:
         await register(runner, "r-backlog")
-        assert own_redis.proc is not None
-        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+        pids = own_backend.freeze()
         try:
             futures = await emit_unacked(
                 runner, "runner:heartbeat", [{"runnerId": "r-backlog"}] * 6
             )
             acks = await asyncio.wait_for(asyncio.gather(*futures), 30)
         finally:
-            os.kill(own_redis.proc.pid, signal.SIGCONT)
+            own_backend.thaw(pids)
         assert all(unavailable(ack) for ack in acks), acks
         assert not gone.is_set(), "the server dropped a client whose events were waiting"
         assert runner.sio.connected

@@ -1,4 +1,7 @@
-"""Several gateway processes sharing one Redis, with real python-socketio clients.
+"""Several gateway processes sharing one store, with real python-socketio clients.
+
+Each test runs twice (tests.backends): on one redis-server and on a 3-master Redis Cluster
+(keys hash-tagged, fan-out on sharded channels).
 
 Each replica is ``python -m gateway`` in its own process (tests.gw_helpers.GatewayProcess)
 with the short test timings (heartbeat timeout 1.5 s, sweep every 0.3 s), so runners here
@@ -14,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from pairing import keys
-from pairing.store import Redis, connect
+from pairing.store import Redis
+from tests.backends import Backend, flushed
 from tests.cluster_helpers import (
     UNPAIRED,
     Heartbeats,
@@ -24,11 +27,9 @@ from tests.cluster_helpers import (
     output_reaches,
     pair,
     paired_online,
-    publish_calls,
     register,
 )
 from tests.gw_helpers import TEST_CONFIG, Client, GatewayProcess, emit_unacked, watch_disconnect
-from tests.redis_proc import RedisProcess
 
 APP_1 = "app-one-0123456789abcdef"
 APP_2 = "app-two-0123456789abcdef"
@@ -42,10 +43,9 @@ QUIET_S = TEST_CONFIG["heartbeat"]["timeout_s"] + 2 * TEST_CONFIG["sweep_interva
 
 
 @pytest.fixture
-async def store(redis_proc: RedisProcess) -> AsyncIterator[Redis]:
-    """The session's private Redis, flushed before the replicas start."""
-    client = connect(redis_proc.url)
-    await client.flushdb()
+async def store(backend: Backend) -> AsyncIterator[Redis]:
+    """The session's private store (one Redis, or a cluster), flushed before the replicas start."""
+    client = await flushed(backend)
     yield client
     await client.aclose()
 
@@ -84,13 +84,13 @@ async def assert_quiet(event: str, *apps: Client, wait_s: float = QUIET_S) -> No
 
 
 async def test_pair_relay_and_order_across_three_replicas(
-    redis_proc: RedisProcess,
+    backend: Backend,
     store: Redis,
     gateway_procs: Start,
     clients: Connect,
     beats: Heartbeats,
 ) -> None:
-    a, b, c = replicas(gateway_procs, redis_proc.url, 3)
+    a, b, c = replicas(gateway_procs, backend.url, 3)
     runner, app1, app2 = await runner_with_two_apps(clients, beats, a, (b, c), "r-relay")
 
     await command_reaches(app1, APP_1, runner, "ls -la")
@@ -123,13 +123,13 @@ async def test_pair_relay_and_order_across_three_replicas(
 
 
 async def test_runner_disconnect_unpairs_apps_on_other_replicas_once(
-    redis_proc: RedisProcess,
+    backend: Backend,
     store: Redis,
     gateway_procs: Start,
     clients: Connect,
     beats: Heartbeats,
 ) -> None:
-    a, b, c = replicas(gateway_procs, redis_proc.url, 3)
+    a, b, c = replicas(gateway_procs, backend.url, 3)
     runner, app1, app2 = await runner_with_two_apps(clients, beats, a, (b, c), "r-leaves")
     await beats.stop(runner)
     await runner.close()
@@ -140,19 +140,19 @@ async def test_runner_disconnect_unpairs_apps_on_other_replicas_once(
     for app in (app1, app2):
         assert await app.call("app:status", {}) == UNPAIRED
         assert (await app.call("app:command", {"data": "x"}))["error"] == "NOT_PAIRED"
-    assert await store.exists(keys.session(APP_1), keys.session(APP_2)) == 0
+    assert await store.exists(backend.layout.session(APP_1), backend.layout.session(APP_2)) == 0
     # Exactly one each: no second notice from another replica or a later sweep.
     await assert_quiet("pairing:unpaired", app1, app2)
 
 
 async def test_runner_takeover_and_app_resume_on_other_replicas(
-    redis_proc: RedisProcess,
+    backend: Backend,
     store: Redis,
     gateway_procs: Start,
     clients: Connect,
     beats: Heartbeats,
 ) -> None:
-    a, b, c = replicas(gateway_procs, redis_proc.url, 3)
+    a, b, c = replicas(gateway_procs, backend.url, 3)
     old, app1, app2 = await runner_with_two_apps(clients, beats, a, (b, c), "r-moves")
     old_gone = watch_disconnect(old)
 
@@ -180,7 +180,7 @@ async def test_runner_takeover_and_app_resume_on_other_replicas(
 
     # The takeovers removed nothing and told nobody they were unpaired.
     assert await app2.call("app:status") == paired_online("r-moves")
-    members = await store.smembers(keys.runner_apps("r-moves"))
+    members = await store.smembers(backend.layout.runner_apps("r-moves"))
     assert {m.decode() for m in members} == {APP_1, APP_2}
     for app in (app1, app1_new, app2):
         assert app.pending("pairing:unpaired") == 0
@@ -189,13 +189,13 @@ async def test_runner_takeover_and_app_resume_on_other_replicas(
 
 
 async def test_sigkill_of_the_runners_replica_is_swept_by_a_survivor(
-    redis_proc: RedisProcess,
+    backend: Backend,
     store: Redis,
     gateway_procs: Start,
     clients: Connect,
     beats: Heartbeats,
 ) -> None:
-    a, b, c = replicas(gateway_procs, redis_proc.url, 3)
+    a, b, c = replicas(gateway_procs, backend.url, 3)
     runner, app1, app2 = await runner_with_two_apps(clients, beats, a, (b, c), "r-dies")
     assert await app1.call("app:command", {"data": "before"}) == {"success": True}
     assert await runner.next("terminal:input") == {"appSessionId": APP_1, "data": "before"}
@@ -216,13 +216,14 @@ async def test_sigkill_of_the_runners_replica_is_swept_by_a_survivor(
 
     for app in (app1, app2):
         assert await app.call("app:status") == UNPAIRED
-    assert await store.exists(keys.session(APP_1), keys.session(APP_2)) == 0
-    assert await store.exists(keys.runner_apps("r-dies"), keys.owner("r-dies")) == 0
+    layout = backend.layout
+    assert await store.exists(layout.session(APP_1), layout.session(APP_2)) == 0
+    assert await store.exists(layout.runner_apps("r-dies"), layout.owner("r-dies")) == 0
     await assert_quiet("pairing:unpaired", app1, app2, wait_s=1.0)
 
 
 async def test_sigterm_keeps_pairings_for_a_runner_that_moves(
-    redis_proc: RedisProcess,
+    backend: Backend,
     store: Redis,
     gateway_procs: Start,
     clients: Connect,
@@ -231,16 +232,16 @@ async def test_sigterm_keeps_pairings_for_a_runner_that_moves(
     # A runner daemon reconnects within the heartbeat timeout (30 s in production); give it
     # 5 s here, so that the survivors' sweepers do not race the test's reconnect.
     slow = {"heartbeat": {"timeout_s": 5, "ttl_s": 10}}
-    a, b, c = replicas(gateway_procs, redis_proc.url, 3, **slow)
+    a, b, c = replicas(gateway_procs, backend.url, 3, **slow)
     runner, app1, app2 = await runner_with_two_apps(clients, beats, a, (b, c), "r-drains")
     runner_gone = watch_disconnect(runner)
 
     assert a.terminate() == 0  # SIGTERM: graceful, exit code 0
     # Right after the exit, before anyone else could repair anything: all still there.
     for app_id in (APP_1, APP_2):
-        raw = await store.get(keys.session(app_id))
+        raw = await store.get(backend.layout.session(app_id))
         assert raw is not None and b'"runnerId":"r-drains"' in raw
-    members = await store.smembers(keys.runner_apps("r-drains"))
+    members = await store.smembers(backend.layout.runner_apps("r-drains"))
     assert {m.decode() for m in members} == {APP_1, APP_2}
     await asyncio.wait_for(runner_gone.wait(), 10)
     await beats.stop(runner)
@@ -257,14 +258,14 @@ async def test_sigterm_keeps_pairings_for_a_runner_that_moves(
 
 
 async def test_local_relay_publishes_nothing_cross_replica_one_per_message(
-    redis_proc: RedisProcess,
+    backend: Backend,
     store: Redis,
     gateway_procs: Start,
     clients: Connect,
     beats: Heartbeats,
 ) -> None:
     n = 50
-    a, b = replicas(gateway_procs, redis_proc.url, 2)
+    a, b = replicas(gateway_procs, backend.url, 2)
     local_runner = await clients(a.url)
     local_app = await clients(a.url, auth={"appSessionId": APP_1})
     remote_runner = await clients(a.url)
@@ -278,18 +279,18 @@ async def test_local_relay_publishes_nothing_cross_replica_one_per_message(
         await pair(app, runner, runner_id)
 
     async def relay(app: Client, runner: Client) -> tuple[int, int]:
-        before = await publish_calls(store)
+        before = backend.publishes()
         acks = await emit_unacked(app, "app:command", ({"data": i} for i in range(n)))
         assert await asyncio.wait_for(asyncio.gather(*acks), 20) == [{"success": True}] * n
         assert [m["data"] for m in await collect(runner, "terminal:input", n)] == list(range(n))
-        middle = await publish_calls(store)
+        middle = backend.publishes()
         acks = await emit_unacked(runner, "runner:output", ({"data": i} for i in range(n)))
         assert (
             await asyncio.wait_for(asyncio.gather(*acks), 20)
             == [{"success": True, "delivered": 1}] * n
         )
         assert [m["data"] for m in await collect(app, "terminal:output", n)] == list(range(n))
-        after = await publish_calls(store)
+        after = backend.publishes()
         return middle - before, after - middle
 
     local = await relay(local_app, local_runner)
