@@ -6,19 +6,18 @@ What it measures is Redis's side only: CPU seconds of each redis-server process
 side is not measured here (the cluster client is redis-py's, the single-node one the pipelined
 link; see docs/benchmarks.md's main sections for the gateway).
 
-- heartbeat, one Redis: ``RunnerRegistry.heartbeat``, the gateway's script (owner check,
-  heartbeat key, the sweeper's index entry) as it runs today.
-- heartbeat, cluster: ``RunnerRegistry.heartbeat`` with the cluster layout: the
-  ownership-guarded write on the runner's slot (``runner:owner:{id}``,
-  ``runner:heartbeat:{id}``, the index mark), and the index entry in its shard
-  (``runner:last_seen:{tag}``) only when the mark has expired (every half heartbeat
-  timeout). At the contract's 10 s beats and the default 30 s timeout that is every other
-  beat, so half the rounds run with the mark fresh (one command) and half with it expired
-  (two), as a deployment's beats do.
-- relay (pub/sub): a 200-byte message published to a room's channel with one subscriber
-  holding it: PUBLISH on one Redis, SPUBLISH on the shard owning ``gateway:room:{room}`` in
-  the cluster. Only the delivery: the relay's seq-and-hold script (``pairing.relay``), which
-  publishes from inside, is not measured here.
+Both stores run the gateway's own services, built as ``gateway.app`` builds them for the
+URL (``pairing.keys.layout_for``), so the per-operation command mix is whatever the services
+send: one script on one Redis, the single-slot steps on a cluster.
+
+- heartbeat: ``RunnerRegistry.heartbeat`` of a claimed runner. On the cluster it writes the
+  sweeper's index shard (another slot) only when the runner's mark has expired, every half
+  heartbeat timeout: at the contract's 10 s beats and 30 s timeout every other beat, so half
+  the rounds run with the mark fresh (one command) and half with it expired (two).
+- relay: ``RelayService.output`` of a runner paired with one app held on another replica:
+  the seq, the hold and the publish to the app's room channel (PUBLISH on one Redis,
+  SPUBLISH on the shard owning the app's slot in the cluster), read by one subscriber per
+  channel as a gateway's listener would.
 
 Every process started here is recorded by pid and stopped by pid.
 """
@@ -41,11 +40,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.crc import key_slot
 
 from bench.procs import cpu_seconds, free_port
-from pairing import keys
+from gateway.fanout import room_for_app
+from pairing import PairingSessionService, keys
+from pairing.relay import Recipient, RelayService
 from pairing.runners import RunnerRegistry
+from pairing.store import Redis as StoreRedis
 from pairing.store import connect
 from pairing.store.cluster import cluster_client
 
@@ -229,6 +230,66 @@ def _resp(*parts: str) -> bytes:
     return b"".join(out)
 
 
+async def _workload(
+    client: StoreRedis,
+    layout: keys.KeyLayout,
+    servers: dict[str, Server],
+    subscribe: Any,
+    runners: int,
+    rounds: int,
+    messages: int,
+    rooms: int,
+) -> list[Result]:
+    """Heartbeats, then relayed output, through the services in ``layout``; ``subscribe``
+    starts the listeners of the given channels and returns their tasks."""
+    registry = RunnerRegistry(client, layout=layout)
+    await registry.load_scripts()
+    ids = [f"runner-{i}" for i in range(runners)]
+    await _in_batches([lambda r=r: registry.claim(r, "conn") for r in ids])
+    if layout.cluster:
+        # The cluster heartbeat writes the index shard only when the runner's mark has
+        # expired (every half timeout): every other beat at the contract's 10 s beats and
+        # 30 s timeout. So half the rounds with the mark fresh, half with it always expired.
+        due = RunnerRegistry(client, layout=layout, heartbeat_timeout_s=0.002)
+        half = rounds // 2
+        marked = [lambda r=r: registry.heartbeat(r, "conn") for _ in range(half) for r in ids]
+        unmarked = [lambda r=r: due.heartbeat(r, "conn") for _ in range(rounds - half) for r in ids]
+        beats = [
+            await _measure("heartbeat", servers, len(marked), lambda: _in_batches(marked)),
+            await _measure("heartbeat", servers, len(unmarked), lambda: _in_batches(unmarked)),
+        ]
+        total = {k: sum(b.cpu[k] for b in beats) for k in servers}
+        results = [Result("heartbeat", sum(b.ops for b in beats), total)]
+    else:
+        calls = [lambda r=r: registry.heartbeat(r, "conn") for _ in range(rounds) for r in ids]
+        results = [await _measure("heartbeat", servers, len(calls), lambda: _in_batches(calls))]
+
+    # One runner per room, each paired with one app held on another replica.
+    sessions = PairingSessionService(client, layout=layout)
+    relay = RelayService(client, layout=layout)
+    await relay.load_scripts()
+    pairs = [(f"relay-runner-{i}", f"relay-app-{i:04d}-0123456789") for i in range(rooms)]
+    for runner, app in pairs:
+        await sessions.create_session(app, runner)
+    channels = [layout.room_channel(room_for_app(app)) for _, app in pairs]
+    stop = asyncio.Event()
+    drains = await subscribe(channels, stop)
+    await asyncio.sleep(0.3)
+    blob = b"x" * 200
+    recipients = [
+        [Recipient(app, channel, b"emit" + channel.encode() + b"terminal:output")]
+        for (_, app), channel in zip(pairs, channels, strict=True)
+    ]
+    outs = [
+        lambda i=i: relay.output(pairs[i % rooms][0], None, recipients[i % rooms], blob)
+        for i in range(messages)
+    ]
+    results.append(await _measure("relay", servers, len(outs), lambda: _in_batches(outs)))
+    stop.set()
+    await asyncio.gather(*drains)
+    return results
+
+
 async def run_single(
     runners: int, rounds: int, messages: int, rooms: int, *, pipelined: bool = True
 ) -> list[Result]:
@@ -241,22 +302,14 @@ async def run_single(
     try:
         url = f"redis://127.0.0.1:{server.port}/0"
         client = connect(url) if pipelined else Redis.from_url(url, max_connections=512)
-        registry = RunnerRegistry(client)
-        await registry.load_scripts()
-        ids = [f"runner-{i}" for i in range(runners)]
-        await _in_batches([lambda r=r: registry.claim(r, "conn") for r in ids])
-        calls = [lambda r=r: registry.heartbeat(r, "conn") for _ in range(rounds) for r in ids]
-        results = [await _measure("heartbeat", servers, len(calls), lambda: _in_batches(calls))]
 
-        stop = asyncio.Event()
-        channels = [keys.room_channel(f"runner:r{i}") for i in range(rooms)]
-        drain = asyncio.create_task(_drain(server.port, _resp("SUBSCRIBE", *channels), stop))
-        await asyncio.sleep(0.3)
-        payload = "x" * 200
-        pubs = [lambda c=channels[i % rooms]: client.publish(c, payload) for i in range(messages)]
-        results.append(await _measure("relay", servers, len(pubs), lambda: _in_batches(pubs)))
-        stop.set()
-        await drain
+        async def subscribe(channels: list[str], stop: asyncio.Event) -> list[Any]:
+            command = _resp("SUBSCRIBE", *channels)
+            return [asyncio.create_task(_drain(server.port, command, stop))]
+
+        results = await _workload(
+            client, keys.SINGLE_NODE, servers, subscribe, runners, rounds, messages, rooms
+        )
         await client.aclose()
         return results
     finally:
@@ -269,56 +322,35 @@ async def run_cluster(runners: int, rounds: int, messages: int, rooms: int) -> l
         client = await _start_cluster(nodes)
         by_port = {n.port: n for n in nodes}
         primaries = sorted(client.get_primaries(), key=lambda n: n.port)
-        servers = {f"master{i}": by_port[p.port] for i, p in enumerate(primaries)}
+        servers = {f"master{i}": by_port[int(p.port)] for i, p in enumerate(primaries)}
         replicas = [n for n in nodes if n.port not in {p.port for p in primaries}]
         servers.update({f"replica{i}": n for i, n in enumerate(replicas)})
-        layout = keys.CLUSTER
-        store: Any = client
-        fresh = RunnerRegistry(store, layout=layout)
-        # A mark that has always expired: every beat writes the index shard too.
-        due = RunnerRegistry(store, layout=layout, heartbeat_timeout_s=0.002)
-        await fresh.load_scripts()
-        ids = [f"runner-{i}" for i in range(runners)]
-        await _in_batches([lambda r=r: fresh.claim(r, "conn") for r in ids])
-        half = rounds // 2
-        marked = [lambda r=r: fresh.heartbeat(r, "conn") for _ in range(half) for r in ids]
-        unmarked = [lambda r=r: due.heartbeat(r, "conn") for _ in range(rounds - half) for r in ids]
-        beats = [
-            await _measure("heartbeat", servers, len(marked), lambda: _in_batches(marked)),
-            await _measure("heartbeat", servers, len(unmarked), lambda: _in_batches(unmarked)),
-        ]
-        results = [
-            Result(
-                "heartbeat",
-                sum(b.ops for b in beats),
-                {k: sum(b.cpu[k] for b in beats) for k in servers},
-            )
-        ]
 
-        stop = asyncio.Event()
-        channels = [layout.room_channel(f"runner:r{i}") for i in range(rooms)]
-        drains = []
-        for primary in primaries:
-            mine = [c for c in channels if client.get_node_from_key(c) is primary]
-            # One SSUBSCRIBE per slot: a command's channels must share a slot.
-            command = b"".join(_resp("SSUBSCRIBE", c) for c in mine)
-            if mine:
-                drains.append(asyncio.create_task(_drain(primary.port, command, stop)))
-        await asyncio.sleep(0.3)
-        payload = "x" * 200
-        pubs = [
-            lambda c=channels[i % rooms]: client.execute_command("SPUBLISH", c, payload)
-            for i in range(messages)
-        ]
-        results.append(await _measure("relay", servers, len(pubs), lambda: _in_batches(pubs)))
-        stop.set()
-        await asyncio.gather(*drains)
-        # Where the keys sit: the runners' keys over the masters.
+        async def subscribe(channels: list[str], stop: asyncio.Event) -> list[Any]:
+            drains = []
+            for primary in primaries:
+                mine = [c for c in channels if client.get_node_from_key(c) is primary]
+                # One SSUBSCRIBE per slot: a command's channels must share a slot.
+                command = b"".join(_resp("SSUBSCRIBE", c) for c in mine)
+                if mine:
+                    drains.append(asyncio.create_task(_drain(int(primary.port), command, stop)))
+            return drains
+
+        results = await _workload(
+            client,  # type: ignore[arg-type]
+            keys.CLUSTER,
+            servers,
+            subscribe,
+            runners,
+            rounds,
+            messages,
+            rooms,
+        )
+        # Where the keys sit: the runners' and apps' keys over the masters.
         spread = {}
         for i, primary in enumerate(primaries):
             spread[f"master{i}"] = int(await client.dbsize(target_nodes=primary))
         results.append(Result("keys", runners, {k: float(v) for k, v in spread.items()}))
-        assert {key_slot(c.encode()) for c in channels}  # rooms hash by their tag
         await client.aclose()
         return results
     finally:
@@ -326,7 +358,7 @@ async def run_cluster(runners: int, rounds: int, messages: int, rooms: int) -> l
             node.stop()
 
 
-_LABELS = {"heartbeat": "heartbeat", "relay": "relay (pub/sub delivery only)"}
+_LABELS = {"heartbeat": "heartbeat", "relay": "relay (runner:output to one app elsewhere)"}
 
 
 def render(
@@ -340,8 +372,10 @@ def render(
         "## Redis Cluster: Redis CPU per operation, one Redis beside 3 masters",
         "",
         f"`make bench-cluster` ({args.runners} runners x {args.rounds} heartbeats; "
-        f"{args.messages} relayed messages of 200 bytes over {args.rooms} rooms, one "
-        "subscriber each; CPU of each redis-server from /proc, per operation). The cluster "
+        f"{args.messages} runner:output relays of 200 bytes, {args.rooms} runners each paired "
+        "with one app held on another replica, one subscriber per app channel; the gateway's "
+        "own services in the store's key layout; CPU of each redis-server from /proc, per "
+        "operation). The cluster "
         "has 3 masters and 3 replicas; the replicas' CPU is shown apart. Each server's idle "
         "CPU (measured for 2 s before each run) is taken off.",
         "",

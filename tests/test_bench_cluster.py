@@ -26,13 +26,13 @@ async def test_a_tiny_run_measures_both_stores_and_spreads_keys_over_the_masters
     }
     per_master = sharded[2].cpu
     assert len(per_master) == 3 and all(count > 0 for count in per_master.values())
-    # Owner and heartbeat per runner, its index mark while fresh, the index shards used.
-    assert 100 < sum(per_master.values()) <= 150 + 16
+    # At least two keys per heartbeating runner (owner, heartbeat), spread over the masters.
+    assert sum(per_master.values()) > 100
 
     args = argparse.Namespace(runners=50, rounds=2, messages=200, rooms=10)
     text = cluster.render(single, plain, sharded, args)
     assert text.startswith(cluster.MARK_BEGIN) and cluster.MARK_END in text
-    assert "| heartbeat |" in text and "| relay (pub/sub delivery only) |" in text
+    assert "| heartbeat |" in text and "| relay (runner:output to one app elsewhere) |" in text
 
 
 def test_the_section_is_replaced_in_place(tmp_path: Path) -> None:
