@@ -255,6 +255,8 @@ async def test_a_master_killed_mid_traffic_fails_over_and_the_relay_resumes(
         await asyncio.sleep(0.05)
     await outputs.stop()
     await inputs.stop()
+    # Both replicas ready again: their fan-out listeners are subscribed on the new map.
+    await asyncio.gather(wait_ready(a), wait_ready(b))
     # Barriers: once these arrive, everything relayed before them has.
     assert (await runner.call("runner:output", {"data": "o-end"}))["success"] is True
     assert await app.call("app:command", {"data": "i-end"}) == {"success": True}
