@@ -156,7 +156,7 @@ async def _all_nodes_settled(nodes: list[Server]) -> bool:
     for node in nodes:
         conn = Redis(port=node.port, socket_timeout=2)
         try:
-            raw = await conn.execute_command("CLUSTER", "INFO")
+            raw = await conn.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
             replication = await conn.info("replication")
         finally:
             await conn.aclose()
