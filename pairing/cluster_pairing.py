@@ -26,7 +26,7 @@ import msgspec
 
 from pairing import keys
 from pairing.models import decode_session
-from pairing.scripts import NOW_MS, Script, as_str, preload
+from pairing.scripts import NOW_MS, SESSION_RUNNER, Script, as_str, preload
 from pairing.store import Redis
 
 #: Called with a step's name before each step of a multi-step operation; tests raise from it
@@ -41,18 +41,6 @@ _SESSION_JSON = """
 local session_json = '{"appSessionId":' .. cjson.encode(app) .. ',"runnerId":'
   .. cjson.encode(runner) .. ',"pairedAt":' .. string.format('%.0f', now)
   .. ',"isActive":true}'
-"""
-
-#: Lua: ``session_runner(raw)``, the runnerId of a stored session or false.
-_SESSION_RUNNER = """
-local function session_runner(raw)
-  if not raw then return false end
-  local ok, decoded = pcall(cjson.decode, raw)
-  if ok and type(decoded) == 'table' and type(decoded['runnerId']) == 'string' then
-    return decoded['runnerId']
-  end
-  return false
-end
 """
 
 #: Runner slot. KEYS: apps set, tokens, heartbeat. ARGV: app, fresh token, '1' to require
@@ -81,7 +69,7 @@ return token
 #: Returns {'fenced'} (nothing written) or {'ok', previous runnerId or ''}.
 _COMMIT = (
     NOW_MS
-    + _SESSION_RUNNER
+    + SESSION_RUNNER
     + """
 if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then return {'fenced'} end
 local app, runner = ARGV[1], ARGV[2]
@@ -96,7 +84,7 @@ return {'ok', previous}
 
 #: App slot; the commit point of an unpair. KEYS: session. Returns the runnerId or ''.
 _DELETE = (
-    _SESSION_RUNNER
+    SESSION_RUNNER
     + """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return '' end
@@ -124,7 +112,7 @@ return out
 #: runner (else such an app is kept), fence ttl ms. Fences the token unless kept.
 #: Returns 'kept', 'removed' (the session was deleted) or 'fenced'.
 _FENCE = (
-    _SESSION_RUNNER
+    SESSION_RUNNER
     + """
 local names = session_runner(redis.call('GET', KEYS[1])) == ARGV[1]
 if names and ARGV[3] ~= '1' then return 'kept' end

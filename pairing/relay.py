@@ -38,7 +38,7 @@ from typing import Any
 import msgspec
 
 from pairing import keys
-from pairing.scripts import NOW_MS, Script, as_str, preload
+from pairing.scripts import NOW_MS, SESSION_RUNNER, Script, as_str, preload
 from pairing.store import Redis
 
 #: Apps whose key names a service keeps at hand, per direction (then it starts over).
@@ -161,15 +161,11 @@ return out
 #: caller asks again, naming it), {1} runner offline, {3, seq} relayed.
 _INPUT = (
     NOW_MS
+    + SESSION_RUNNER
     + _RELAY_FUNCTIONS
     + """
-local raw = redis.call('GET', KEYS[1])
-if not raw then return {0} end
-local ok, decoded = pcall(cjson.decode, raw)
-if not ok or type(decoded) ~= 'table' or type(decoded['runnerId']) ~= 'string' then
-  return {0}
-end
-local runner = decoded['runnerId']
+local runner = session_runner(redis.call('GET', KEYS[1]))
+if not runner then return {0} end
 if runner ~= ARGV[1] then return {2, runner} end
 local hb = tonumber(redis.call('GET', KEYS[5]))
 if not hb or now - hb > HB_TIMEOUT then return {1} end
@@ -185,12 +181,11 @@ return {3, seq}
 #: Held messages after a seq. KEYS: seq, hold, and (runner resume) the app's session.
 #: ARGV: after, runner that must be paired ('' = no check).
 #: Returns {-1} when not paired with that runner, else {seq, first held seq, {blob...}}.
-_READ = """
+_READ = (
+    SESSION_RUNNER
+    + """
 if ARGV[2] ~= '' then
-  local raw = redis.call('GET', KEYS[3])
-  if not raw then return {-1} end
-  local ok, decoded = pcall(cjson.decode, raw)
-  if not ok or type(decoded) ~= 'table' or decoded['runnerId'] ~= ARGV[2] then return {-1} end
+  if session_runner(redis.call('GET', KEYS[3])) ~= ARGV[2] then return {-1} end
 end
 local seq = tonumber(redis.call('GET', KEYS[1])) or 0
 local len = redis.call('LLEN', KEYS[2])
@@ -201,6 +196,7 @@ local start = after + 1 - first
 if start < 0 then start = 0 end
 return {seq, first, redis.call('LRANGE', KEYS[2], start, -1)}
 """
+)
 
 
 #: Cluster output, one app (its slot). KEYS: the app's session, its "out" seq, hold, bytes.
@@ -209,12 +205,10 @@ return {seq, first, redis.call('LRANGE', KEYS[2], start, -1)}
 #: when the session no longer points at the runner (an app set entry a crash or a racing
 #: unpair left behind).
 _OUTPUT_ONE = (
-    _RELAY_FUNCTIONS
+    SESSION_RUNNER
+    + _RELAY_FUNCTIONS
     + """
-local raw = redis.call('GET', KEYS[1])
-if not raw then return 0 end
-local ok, decoded = pcall(cjson.decode, raw)
-if not ok or type(decoded) ~= 'table' or decoded['runnerId'] ~= ARGV[1] then return 0 end
+if session_runner(redis.call('GET', KEYS[1])) ~= ARGV[1] then return 0 end
 local blob = ARGV[2]
 local seq = relay(KEYS[2], KEYS[3], KEYS[4], blob, tonumber(ARGV[3]), tonumber(ARGV[4]),
   tonumber(ARGV[5]), tonumber(ARGV[6]))
@@ -240,15 +234,11 @@ return 0
 #: messages, max bytes, hold ttl ms, seq ttl ms. Returns as ``_INPUT`` (the publish is the
 #: caller's next step, on the runner's slot).
 _INPUT_APP = (
-    _RELAY_FUNCTIONS
+    SESSION_RUNNER
+    + _RELAY_FUNCTIONS
     + """
-local raw = redis.call('GET', KEYS[1])
-if not raw then return {0} end
-local ok, decoded = pcall(cjson.decode, raw)
-if not ok or type(decoded) ~= 'table' or type(decoded['runnerId']) ~= 'string' then
-  return {0}
-end
-local runner = decoded['runnerId']
+local runner = session_runner(redis.call('GET', KEYS[1]))
+if not runner then return {0} end
 if runner ~= ARGV[1] then return {2, runner} end
 if ARGV[2] ~= '1' then return {1} end
 local seq = relay(KEYS[2], KEYS[3], KEYS[4], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]),

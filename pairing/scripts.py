@@ -28,6 +28,19 @@ local function runner_code_key_of(runner) return '{keys.RUNNER_CODE_PREFIX}' .. 
 local function owner_key_of(runner) return '{keys.OWNER_PREFIX}' .. runner end
 """
 
+#: Lua: ``session_runner(raw)``, the runnerId of a stored session (raw GET reply) or false
+#: (none, or not a session the scripts wrote).
+SESSION_RUNNER = """
+local function session_runner(raw)
+  if not raw then return false end
+  local ok, decoded = pcall(cjson.decode, raw)
+  if ok and type(decoded) == 'table' and type(decoded['runnerId']) == 'string' then
+    return decoded['runnerId']
+  end
+  return false
+end
+"""
+
 #: Remove every session of runner ``runner``'s set whose key still points at the runner.
 #: Expects ``DERIVED_KEYS`` and locals ``runner``, ``apps_key``; leaves ``removed``.
 REMOVE_ALL_FOR_RUNNER = """
