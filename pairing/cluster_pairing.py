@@ -43,13 +43,16 @@ local session_json = '{"appSessionId":' .. cjson.encode(app) .. ',"runnerId":'
   .. ',"isActive":true}'
 """
 
-#: Runner slot. KEYS: apps set, tokens, heartbeat. ARGV: app, fresh token, '1' to require
-#: the runner online, heartbeat timeout ms, a token not to reuse ('' none). Returns the app's
-#: token, or false when the runner is offline (nothing written). A member keeps its token
+#: Runner slot. KEYS: apps set, tokens, heartbeat, and (redeeming a code) the runner-code key.
+#: ARGV: app, fresh token, '1' to require the runner online, heartbeat timeout ms, a token not
+#: to reuse ('' none), the CODE being redeemed. Returns the app's token, false when the runner
+#: is offline, or '' when the code is no longer the runner's current one (a registration that
+#: replaced it stopped before dropping it); nothing is written then. A member keeps its token
 #: (pairs of one app with one runner in flight together share it: one fence stops them all).
 _ATTACH = (
     NOW_MS
     + """
+if KEYS[4] and redis.call('GET', KEYS[4]) ~= ARGV[6] then return '' end
 if ARGV[3] == '1' then
   local hb = tonumber(redis.call('GET', KEYS[3]))
   if not hb or now - hb > tonumber(ARGV[4]) then return false end
@@ -224,14 +227,25 @@ class ClusterPairing:
     # -- pair --------------------------------------------------------------------------------
 
     async def attach(
-        self, app: str, runner_id: str, *, online: bool, avoid: str = ""
+        self, app: str, runner_id: str, *, online: bool, avoid: str = "", code: str = ""
     ) -> str | None:
         """Add the app to the runner's set (the first step of a pair); None when the runner
-        is offline and ``online`` is required."""
+        is offline and ``online`` is required; '' (nothing written) when ``code`` is given and
+        is not the runner's current code."""
         await self.step("attach")
+        keys_ = [*self._runner_keys(runner_id), self.layout.heartbeat(runner_id)]
+        if code:
+            keys_.append(self.layout.runner_code(runner_id))
         token = await self._attach(
-            [*self._runner_keys(runner_id), self.layout.heartbeat(runner_id)],
-            [app, secrets.token_hex(8), "1" if online else "0", self.heartbeat_timeout_ms, avoid],
+            keys_,
+            [
+                app,
+                secrets.token_hex(8),
+                "1" if online else "0",
+                self.heartbeat_timeout_ms,
+                avoid,
+                code.upper(),
+            ],
         )
         return None if token is None else as_str(token)
 
@@ -269,8 +283,8 @@ class ClusterPairing:
         """Spend ``code`` and pair the app with its runner if the runner is online.
 
         Returns (status, runner, previous runner), status as ``pairing.codes.RedeemStatus``.
-        The code is read, the runner's heartbeat checked while the app joins its set, and
-        only then the code spent: an offline runner's code stays valid. A code spent by
+        The code is read, the runner's heartbeat and current code checked while the app joins
+        its set, and only then the code spent: an offline runner's code stays valid. A code spent by
         another app in between is INVALID (this app leaves the set again); a commit refused
         after the spend (the runner left meanwhile) is OFFLINE, the code gone with it.
         """
@@ -280,7 +294,9 @@ class ClusterPairing:
         if raw is None:
             return ("invalid", None, None)
         runner = as_str(raw)
-        token = await self.attach(app, runner, online=True)
+        token = await self.attach(app, runner, online=True, code=code)
+        if token == "":  # a code its runner replaced: as good as expired
+            return ("invalid", None, None)
         if token is None:
             return ("offline", runner, None)
         await self.step("spend")

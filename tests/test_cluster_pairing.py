@@ -179,6 +179,25 @@ async def test_codes_redeem_consume_lookup(store: Redis) -> None:
     assert await store.get(LAYOUT.runner_code("r1")) is None
 
 
+async def test_a_replaced_code_left_behind_by_an_interrupted_registration_pairs_no_one(
+    store: Redis,
+) -> None:
+    """A registration that issued a new code and stopped before dropping the old one leaves
+    the old code's key naming the runner: redeeming it must not pair (the runner shows
+    the new code only), and must not spend or disturb the current one."""
+    codes = replica(store).codes
+    await beat(store, "r1")
+    await give_code(store, "r1", "NEW")
+    await store.set(LAYOUT.code("OLD"), "r1", px=300_000)  # what the interruption left
+    result = await codes.redeem("old", "a1")
+    assert result.status is RedeemStatus.INVALID_CODE
+    state = await read_state(store)
+    assert state.sessions == {} and state.sets == {}
+    assert await store.get(LAYOUT.runner_code("r1")) == b"NEW"
+    result = await codes.redeem("new", "a1")
+    assert (result.status, result.runner_id) == (RedeemStatus.PAIRED, "r1")
+
+
 async def test_release_is_guarded_by_the_owner(store: Redis) -> None:
     rep = replica(store)
     await beat(store, "r1")
