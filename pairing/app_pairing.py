@@ -137,12 +137,8 @@ class AppPairingService:
         self.history = history
         self._pair = Script(redis, _PAIR)
         self._unpair = Script(redis, _UNPAIR)
-        self.cluster = (
-            ClusterPairing(
-                redis, layout, heartbeat_timeout_ms=codes.heartbeat_timeout_ms, steps=steps
-            )
-            if layout.cluster
-            else None
+        self.cluster = ClusterPairing.for_layout(
+            redis, layout, heartbeat_timeout_ms=codes.heartbeat_timeout_ms, steps=steps
         )
 
     async def load_scripts(self) -> None:

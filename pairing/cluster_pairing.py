@@ -203,6 +203,20 @@ class ClusterPairing:
         self._spend = Script(redis, _SPEND)
         self._forget_code = Script(redis, _FORGET_CODE)
 
+    @classmethod
+    def for_layout(
+        cls,
+        redis: Redis,
+        layout: keys.KeyLayout,
+        *,
+        heartbeat_timeout_ms: int,
+        steps: StepHook | None = None,
+    ) -> ClusterPairing | None:
+        """The steps a service runs on a cluster layout; None on one Redis (its scripts)."""
+        if not layout.cluster:
+            return None
+        return cls(redis, layout, heartbeat_timeout_ms=heartbeat_timeout_ms, steps=steps)
+
     async def load_scripts(self) -> None:
         await preload(
             self.redis,

@@ -197,12 +197,8 @@ class PairingCodeService:
         self.heartbeat_timeout_ms = int(heartbeat_timeout_s * 1000)
         #: On a cluster, redeem and consume run as single-slot steps (``steps`` called
         #: before each); see ``pairing.cluster_pairing``.
-        self.cluster = (
-            ClusterPairing(
-                redis, layout, heartbeat_timeout_ms=self.heartbeat_timeout_ms, steps=steps
-            )
-            if layout.cluster
-            else None
+        self.cluster = ClusterPairing.for_layout(
+            redis, layout, heartbeat_timeout_ms=self.heartbeat_timeout_ms, steps=steps
         )
         self._register = Script(redis, _REGISTER)
         self._consume = Script(redis, _CONSUME)

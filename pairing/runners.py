@@ -240,12 +240,8 @@ class RunnerRegistry:
         self._index = Script(redis, INDEX)
         self._claim_slot = Script(redis, CLAIM_SLOT)
         self._beat_slot = Script(redis, _OWNED_BEAT_SLOT)
-        self.cluster = (
-            ClusterPairing(
-                redis, layout, heartbeat_timeout_ms=self.heartbeat_timeout_ms, steps=steps
-            )
-            if layout.cluster
-            else None
+        self.cluster = ClusterPairing.for_layout(
+            redis, layout, heartbeat_timeout_ms=self.heartbeat_timeout_ms, steps=steps
         )
 
     async def load_scripts(self) -> None:

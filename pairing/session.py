@@ -142,12 +142,8 @@ class PairingSessionService:
         self.layout = layout
         self.heartbeat_timeout_ms = int(heartbeat_timeout_s * 1000)
         self.heartbeat_ttl_ms = int(heartbeat_ttl_s * 1000)
-        self.cluster = (
-            ClusterPairing(
-                redis, layout, heartbeat_timeout_ms=self.heartbeat_timeout_ms, steps=steps
-            )
-            if layout.cluster
-            else None
+        self.cluster = ClusterPairing.for_layout(
+            redis, layout, heartbeat_timeout_ms=self.heartbeat_timeout_ms, steps=steps
         )
         self._pair = Script(redis, _PAIR)
         self._unpair = Script(redis, _UNPAIR)
