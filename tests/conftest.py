@@ -5,9 +5,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from pairing.store import Redis, connect
-from tests.backends import Backend
-from tests.redis_cluster_proc import RedisClusterProcess
-from tests.redis_proc import RedisProcess
+from tests.support.redis_cluster import RedisClusterProcess
+from tests.support.redis_server import RedisProcess
 
 
 @pytest.fixture(scope="session")
@@ -65,26 +64,13 @@ async def redis(redis_proc: RedisProcess) -> AsyncIterator[Redis]:
 
 from collections.abc import AsyncIterator as _AsyncIterator  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
-from aiohttp import web  # noqa: E402
 from aiohttp.test_utils import TestServer  # noqa: E402
 
 from gateway.app import create_app  # noqa: E402
 from gateway.config import load_settings  # noqa: E402
-from tests.cluster_helpers import Heartbeats  # noqa: E402
-from tests.gw_helpers import TEST_CONFIG, Client, merged  # noqa: E402
-
-
-@dataclass
-class RunningGateway:
-    app: web.Application
-    server: TestServer
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}"
+from tests.support.gateways import TEST_CONFIG, Client, RunningGateway, merged  # noqa: E402
 
 
 @pytest.fixture
@@ -157,37 +143,6 @@ async def clients() -> _AsyncIterator[Callable[..., Awaitable[Client]]]:
         await client.close()
 
 
-@pytest.fixture
-async def beats() -> _AsyncIterator[Heartbeats]:
-    """Heartbeat loops for test runners, stopped at the end of the test."""
-    hb = Heartbeats()
-    yield hb
-    await hb.stop()
-
-
-@pytest.fixture
-def gateway_procs() -> Iterator[Callable[..., Any]]:
-    """Start ``python -m gateway`` processes (each call one); all stopped by pid at the end."""
-    import os
-
-    from tests.gw_helpers import GatewayProcess
-
-    started: list[GatewayProcess] = []
-
-    def start(redis_url: str, config: dict[str, Any] | None = None) -> GatewayProcess:
-        gw = GatewayProcess(redis_url, config or {})
-        started.append(gw)
-        gw.start()
-        return gw
-
-    yield start
-    for gw in started:
-        gw.terminate(timeout=10)  # no-op for one the test already stopped
-        print(f"--- gateway {gw.url} log (tail) ---\n" + "\n".join(gw.log().splitlines()[-30:]))
-        if gw.log_path:
-            os.unlink(gw.log_path)
-
-
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisClusterProcess]:
     """One private 3-master, 3-replica Redis Cluster for the session, shared by tests."""
@@ -195,30 +150,6 @@ def redis_cluster() -> Iterator[RedisClusterProcess]:
     cluster.start()
     yield cluster
     cluster.close()
-
-
-@pytest.fixture(params=["single", "cluster"])
-def backend(request: pytest.FixtureRequest) -> Backend:
-    """The session's store, as one redis-server and, as a second run, a Redis Cluster."""
-    if request.param == "single":
-        return Backend(single=request.getfixturevalue("redis_proc"))
-    return Backend(cluster=request.getfixturevalue("redis_cluster"))
-
-
-@pytest.fixture(params=["single", "cluster"])
-def own_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    """A store for one test alone, which it may stop, freeze and restart: a redis-server
-    and, as a second run, a 3-master Redis Cluster (an outage there: every master down)."""
-    if request.param == "single":
-        proc = RedisProcess()
-        proc.start()
-        yield Backend(single=proc)
-        proc.close()
-    else:
-        cluster = RedisClusterProcess()
-        cluster.start()
-        yield Backend(cluster=cluster)
-        cluster.close()
 
 
 @pytest.fixture

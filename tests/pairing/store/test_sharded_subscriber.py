@@ -1,0 +1,179 @@
+"""pairing.store.sharded: the fan-out's sharded pub/sub on a real 3-master Redis Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio.cluster import RedisCluster
+
+from pairing import keys
+from pairing.store.cluster import cluster_client
+from pairing.store.sharded import ShardedSubscriber
+from tests.support.redis_cluster import RedisClusterProcess
+
+
+@pytest.fixture
+async def cluster(redis_cluster: RedisClusterProcess) -> AsyncIterator[RedisCluster]:
+    client = cluster_client(redis_cluster.url)
+    await client.initialize()
+    yield client
+    await client.aclose()
+
+
+async def _replies(sub: ShardedSubscriber, count: int, timeout: float = 5.0) -> list[list[Any]]:
+    out: list[list[Any]] = []
+    async with asyncio.timeout(timeout):
+        while len(out) < count:
+            out.extend(await sub.read())
+    return out
+
+
+def _channels(n: int) -> list[str]:
+    return [keys.CLUSTER.room_channel(f"runner:r{i}") for i in range(n)]
+
+
+async def test_messages_come_from_the_shard_owning_each_channel(cluster: RedisCluster) -> None:
+    sub = ShardedSubscriber(cluster)
+    channels = _channels(30)
+    try:
+        await sub.connect()
+        sub.subscribe(*channels)
+        confirmations = await _replies(sub, len(channels))
+        assert sorted(r[1].decode() for r in confirmations) == sorted(channels)
+        assert {r[0] for r in confirmations} == {b"subscribe"}
+        # One connection per master that owns a channel: all three here.
+        owners = {cluster.get_node_from_key(c).name for c in channels}  # type: ignore[union-attr]
+        assert len(owners) == 3 and set(sub._links) == owners
+        for i, channel in enumerate(channels):
+            # SPUBLISH reaches exactly one subscriber: ours, on the owning shard.
+            assert await cluster.execute_command("SPUBLISH", channel, f"m{i}") == 1
+        messages = await _replies(sub, len(channels))
+        assert [r[0] for r in messages] == [b"message"] * len(channels)
+        assert sorted((r[1].decode(), r[2].decode()) for r in messages) == sorted(
+            (c, f"m{i}") for i, c in enumerate(channels)
+        )
+        # A plain PUBLISH to the same name is not a sharded message and is not heard.
+        await cluster.publish(channels[0], "plain")
+        sub.ping()
+        assert await _replies(sub, 1) == [[b"pong", b""]]
+    finally:
+        await sub.aclose()
+
+
+async def test_one_pong_per_ping_once_every_master_answered(cluster: RedisCluster) -> None:
+    sub = ShardedSubscriber(cluster)
+    try:
+        await sub.connect()
+        sub.ping()  # no connection yet: answered at once
+        assert await _replies(sub, 1) == [[b"pong", b""]]
+        sub.subscribe(*_channels(30))
+        await _replies(sub, 30)
+        for _ in range(3):
+            sub.ping()
+            assert await _replies(sub, 1) == [[b"pong", b""]]
+        # A master that stops answering withholds the pong (the fan-out's deadline then
+        # breaks the subscriber).
+        link = next(iter(sub._links.values()))
+        link.task.cancel()  # type: ignore[union-attr]
+        sub.ping()
+        with pytest.raises(TimeoutError):
+            await _replies(sub, 1, timeout=1.0)
+    finally:
+        await sub.aclose()
+
+
+async def test_unsubscribed_channels_go_quiet(cluster: RedisCluster) -> None:
+    sub = ShardedSubscriber(cluster)
+    channels = _channels(2)
+    try:
+        await sub.connect()
+        sub.subscribe(*channels)
+        await _replies(sub, 2)
+        sub.unsubscribe(channels[0])
+        [reply] = await _replies(sub, 1)
+        assert reply[:2] == [b"unsubscribe", channels[0].encode()]
+        assert await cluster.execute_command("SPUBLISH", channels[0], "x") == 0
+        assert await cluster.execute_command("SPUBLISH", channels[1], "y") == 1
+        [message] = await _replies(sub, 1)
+        assert message == [b"message", channels[1].encode(), b"y"]
+    finally:
+        await sub.aclose()
+
+
+async def test_a_slot_moved_to_another_master_breaks_the_subscriber_to_resubscribe(
+    own_cluster: RedisClusterProcess,
+) -> None:
+    client = cluster_client(own_cluster.url)
+    sub = ShardedSubscriber(client)
+    try:
+        await client.initialize()
+        channel = keys.CLUSTER.room_channel("runner:moving")
+        await sub.connect()
+        sub.subscribe(channel)
+        await _replies(sub, 1)
+        slot = client.keyslot(channel)
+        source = client.get_node_from_key(channel)
+        assert source is not None
+        target = next(n for n in client.get_primaries() if n.name != source.name)
+
+        def node_id(port: int) -> str:
+            with redis.Redis(port=port, decode_responses=True) as c:
+                return str(c.execute_command("CLUSTER", "MYID"))
+
+        source_id, target_id = node_id(source.port), node_id(target.port)
+        with (
+            redis.Redis(port=source.port) as src,
+            redis.Redis(port=target.port) as dst,
+        ):
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        with pytest.raises(redis.exceptions.ConnectionError, match="moved"):
+            await _replies(sub, 1)
+        await sub.aclose()
+        # What the fan-out does next: a new subscriber, on the new slot map.
+        sub = ShardedSubscriber(client)
+        await sub.connect()
+        sub.subscribe(channel)
+        await _replies(sub, 1)
+        assert set(sub._links) == {target.name}
+        assert await client.execute_command("SPUBLISH", channel, "after") == 1
+        assert await _replies(sub, 1) == [[b"message", channel.encode(), b"after"]]
+    finally:
+        await sub.aclose()
+        await client.aclose()
+
+
+async def test_subscriptions_follow_a_failover(own_cluster: RedisClusterProcess) -> None:
+    client = cluster_client(own_cluster.url)
+    sub = ShardedSubscriber(client)
+    channels = _channels(30)
+    try:
+        await client.initialize()
+        await sub.connect()
+        sub.subscribe(*channels)
+        await _replies(sub, len(channels))
+        killed = own_cluster.kill_master()
+        # The killed master's connection ends: read raises at once.
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await _replies(sub, 1)
+        await sub.aclose()
+        await asyncio.to_thread(own_cluster.wait_promoted, killed)
+        sub = ShardedSubscriber(client)
+        await sub.connect()
+        sub.subscribe(*channels)
+        await _replies(sub, len(channels))
+        assert f"127.0.0.1:{killed.port}" not in sub._links
+        assert len(sub._links) == 3
+        for i, channel in enumerate(channels):
+            assert await client.execute_command("SPUBLISH", channel, f"m{i}") == 1
+        messages = await _replies(sub, len(channels))
+        assert sorted(r[2].decode() for r in messages) == sorted(f"m{i}" for i in range(30))
+    finally:
+        await sub.aclose()
+        await client.aclose()
