@@ -3,8 +3,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from pairing.store import Redis, connect
+from pairing.store.cluster import cluster_client
 from tests.support.redis_cluster import RedisClusterProcess
 from tests.support.redis_server import RedisProcess
 
@@ -150,6 +152,18 @@ def redis_cluster() -> Iterator[RedisClusterProcess]:
     cluster.start()
     yield cluster
     cluster.close()
+
+
+@pytest.fixture
+async def cluster_redis(redis_cluster: RedisClusterProcess) -> AsyncIterator[RedisCluster]:
+    """A client on the session's Redis Cluster (as ``connect`` builds it for a cluster URL,
+    slot map loaded), every master flushed before and after the test."""
+    client = cluster_client(redis_cluster.url)
+    await client.initialize()
+    await client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    yield client
+    await client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    await client.aclose()
 
 
 @pytest.fixture

@@ -9,11 +9,10 @@ websocket, and over long-polling only.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from pairing.store import connect
 from tests.support.gateways import GatewayProcess
 from tests.support.js import TRANSPORTS, check_scenario, node_deps, run_scenario
 from tests.support.redis_server import RedisProcess
@@ -22,32 +21,25 @@ __all__ = ["node_deps"]  # the session fixture, imported so that pytest finds it
 
 
 @pytest.fixture(scope="module")
-def gateway(redis_proc: RedisProcess) -> Iterator[GatewayProcess]:
+def shared_gateway(redis_proc: RedisProcess) -> Iterator[GatewayProcess]:
+    """One gateway process for the module's tests."""
     gw = GatewayProcess(redis_proc.url)
     gw.start()
     yield gw
     gw.terminate()
 
 
-@pytest.fixture
-async def flushed(redis_proc: RedisProcess) -> AsyncIterator[None]:
-    """Rate-limit counters and runners of earlier tests must not leak into this one."""
-    client = connect(redis_proc.url)
-    await client.flushdb()
-    await client.aclose()
-    yield
-
-
 @pytest.mark.parametrize("mode", list(TRANSPORTS))
+@pytest.mark.usefixtures("redis")  # rate-limit counters and runners of earlier tests are gone
 async def test_official_client_full_scenario(
-    mode: str, gateway: GatewayProcess, node_deps: str, flushed: None
+    mode: str, shared_gateway: GatewayProcess, node_deps: str
 ) -> None:
     transport = TRANSPORTS[mode]
     runner_id = f"js-runner-{secrets.token_hex(4)}"
     app_id = f"js-app-{secrets.token_hex(8)}"
     config = {
-        "runnerUrl": gateway.url,
-        "appUrl": gateway.url,
+        "runnerUrl": shared_gateway.url,
+        "appUrl": shared_gateway.url,
         "transports": transport["transports"],
         "upgrade": transport.get("upgrade", True),
         "runnerId": runner_id,
@@ -57,4 +49,4 @@ async def test_official_client_full_scenario(
     }
     steps = await run_scenario(node_deps, config)
     check_scenario(steps, runner_id=runner_id, app_id=app_id, transport=transport)
-    assert gateway.proc is not None and gateway.proc.poll() is None
+    assert shared_gateway.proc is not None and shared_gateway.proc.poll() is None

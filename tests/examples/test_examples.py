@@ -4,28 +4,10 @@ from __future__ import annotations
 
 import secrets
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
-from pairing.store import connect
 from tests.support.examples import RunnerProcess, run_app
 from tests.support.gateways import Client, GatewayProcess
-from tests.support.redis_server import RedisProcess
-
-
-@pytest.fixture
-async def gateway(redis_proc: RedisProcess) -> AsyncIterator[GatewayProcess]:
-    client = connect(redis_proc.url)
-    await client.flushdb()
-    await client.aclose()
-    # A heartbeat timeout longer than a restart, as in production (30 s): the runner is
-    # back before the sweeper would call it offline, so its pairings survive a crash.
-    gw = GatewayProcess(redis_proc.url, {"heartbeat": {"timeout_s": 10, "ttl_s": 20}})
-    gw.start()
-    yield gw
-    gw.terminate()
 
 
 async def test_app_prints_runner_output_and_runner_survives_a_gateway_restart(

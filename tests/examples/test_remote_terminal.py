@@ -25,11 +25,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from pairing.store import connect
 from tests.support.examples import APP, RunnerProcess
 from tests.support.freeze_proxy import FreezingProxy
 from tests.support.gateways import GatewayProcess
-from tests.support.redis_server import RedisProcess
 from tests.support.terminal import Tmux
 
 #: The remote shell: no rc files, a fixed prompt, no history file.
@@ -37,18 +35,6 @@ SHELL = "env 'PS1=$ ' HISTFILE=/dev/null bash --norc --noprofile"
 #: The local shell in the tmux pane, from which a person starts the app: a plain sh, with
 #: no line editor of its own changing the terminal's modes while it prompts.
 LOCAL_SHELL = "env 'PS1=local$ ' sh"
-
-
-@pytest.fixture
-async def gateway(redis_proc: RedisProcess) -> AsyncIterator[GatewayProcess]:
-    client = connect(redis_proc.url)
-    await client.flushdb()
-    await client.aclose()
-    # As in production, a runner is back before its heartbeat times out after a restart.
-    gw = GatewayProcess(redis_proc.url, {"heartbeat": {"timeout_s": 10, "ttl_s": 20}})
-    gw.start()
-    yield gw
-    gw.terminate()
 
 
 @pytest.fixture

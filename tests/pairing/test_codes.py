@@ -24,11 +24,6 @@ def codes(store: Redis) -> PairingCodeService:
     return PairingCodeService(store)
 
 
-@pytest.fixture
-def sessions(store: Redis) -> PairingSessionService:
-    return PairingSessionService(store)
-
-
 # -- generated codes -------------------------------------------------------------------------
 
 

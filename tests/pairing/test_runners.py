@@ -14,11 +14,6 @@ def registry(store: Redis) -> RunnerRegistry:
     return RunnerRegistry(store)
 
 
-@pytest.fixture
-def sessions(store: Redis) -> PairingSessionService:
-    return PairingSessionService(store)
-
-
 async def heartbeat_ms(store: Redis, runner: str) -> int | None:
     raw = await store.get(keys.heartbeat(runner))
     return None if raw is None else int(raw)
@@ -210,8 +205,8 @@ async def test_sweep_30s_boundary(store: Redis, registry: RunnerRegistry) -> Non
 async def test_sweep_trusts_a_fresh_heartbeat_key_over_a_stale_index(
     store: Redis, registry: RunnerRegistry, sessions: PairingSessionService
 ) -> None:
-    """The zset says stale but the heartbeat key (the seed's truth) is fresh: keep the runner
-    and bring its index entry up to date."""
+    """The zset says stale but the heartbeat key (what PairingSessionService reads as online)
+    is fresh: keep the runner and bring its index entry up to date."""
     await registry.claim("r1", "conn-1")
     await sessions.create_session("a1", "r1")
     beat = await heartbeat_ms(store, "r1")

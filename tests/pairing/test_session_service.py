@@ -1,4 +1,5 @@
-"""PairingSessionService on both stores: the seed's API over the seed's exact Redis layout."""
+"""PairingSessionService on both stores: its seven methods over its exact Redis layout (the
+session JSON, the runner's set of apps, the heartbeat key), which other services read."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ async def members(client: Redis, runner_id: str) -> set[str]:
 # -- create / get ----------------------------------------------------------------------------
 
 
-async def test_create_session_writes_the_seed_json(
+async def test_create_session_writes_the_session_json(
     store: Redis, svc: PairingSessionService
 ) -> None:
     before = await server_now_ms(store)

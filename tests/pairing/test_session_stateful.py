@@ -116,7 +116,7 @@ class SessionMachine(RuleBasedStateMachine):
         assert snap.problems() == []
 
     @invariant()
-    def session_json_is_the_seed_shape(self) -> None:
+    def session_json_has_its_four_fields(self) -> None:
         for app in self.model:
             raw = self.run(self.client.get(keys.session(app)))
             assert raw is not None

@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from redis.cluster import key_slot
 
 from gateway.fanout import room_for_app, room_for_runner
 from pairing.store import Redis
-from tests.support.backends import Backend, flushed
+from tests.support.backends import Backend
 from tests.support.gateways import TEST_CONFIG, Client, GatewayProcess
 from tests.support.redis_cluster import RedisClusterProcess
 from tests.support.replicas import (
@@ -38,20 +37,13 @@ Connect = Callable[..., Any]
 ACK_BOUND_S = TEST_CONFIG["store_timeout_s"] * 3 + 2
 
 
-@pytest.fixture
-async def cluster_store(redis_cluster: RedisClusterProcess) -> AsyncIterator[Redis]:
-    client = await flushed(Backend(cluster=redis_cluster))
-    yield client
-    await client.aclose()
-
-
 def _app_id(i: int) -> str:
     return f"cluster-app-{i:02d}-0123456789"
 
 
 async def test_keys_sit_on_every_master_and_the_fan_out_uses_sharded_channels(
     redis_cluster: RedisClusterProcess,
-    cluster_store: Redis,
+    cluster_redis: Redis,
     gateway_procs: Start,
     clients: Connect,
     beats: Heartbeats,
@@ -80,7 +72,7 @@ async def test_keys_sit_on_every_master_and_the_fan_out_uses_sharded_channels(
         assert names, f"master {port} holds no key"
     every_key = {k for names in per_master.values() for k in names}
     for runner_id, app_id in pairs:
-        # The seed's three families, with their braces as hash tags.
+        # PairingSessionService's three key families, with their braces as hash tags.
         assert f"pairing:session:{{{app_id}}}" in every_key
         assert f"pairing:apps:{{{runner_id}}}" in every_key
         assert f"runner:heartbeat:{{{runner_id}}}" in every_key

@@ -13,13 +13,13 @@ import asyncio
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 
-from pairing.store import connect
+from pairing.store import Redis
 from tests.support.examples import RunnerProcess
 from tests.support.gateways import TEST_CONFIG, Client, GatewayProcess, merged
 from tests.support.redis_server import RedisProcess
@@ -37,26 +37,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ping": {"heartbeat": {"interval_s": 0.5, "timeout_s": 5, "ttl_s": 10}},
     "ping+sweeper": {},
 }
-
-
-@pytest.fixture
-async def gateway(
-    redis_proc: RedisProcess,
-) -> AsyncIterator[Callable[[dict[str, Any]], GatewayProcess]]:
-    client = connect(redis_proc.url)
-    await client.flushdb()
-    await client.aclose()
-    started: list[GatewayProcess] = []
-
-    def start(config: dict[str, Any]) -> GatewayProcess:
-        gw = GatewayProcess(redis_proc.url, config)
-        started.append(gw)
-        gw.start()
-        return gw
-
-    yield start
-    for gw in started:
-        gw.terminate()
 
 
 async def connected_runners(gw: GatewayProcess) -> float:
@@ -78,14 +58,16 @@ async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str)
 @pytest.mark.parametrize("variant", list(VARIANTS))
 async def test_frozen_runner_is_noticed_once_and_comes_back(
     variant: str,
-    gateway: Callable[[dict[str, Any]], GatewayProcess],
+    redis_proc: RedisProcess,
+    redis: Redis,
+    gateway_procs: Callable[..., GatewayProcess],
     clients: Callable[..., Awaitable[Client]],
 ) -> None:
     config = merged(TEST_CONFIG, VARIANTS[variant])
     assert config["socketio"]["ping_interval_s"] + config["socketio"]["ping_timeout_s"] == (
         PING_CYCLE_S
     )
-    gw = gateway(VARIANTS[variant])
+    gw = gateway_procs(redis_proc.url, VARIANTS[variant])
     runner_id = f"frozen-{secrets.token_hex(4)}"
     runner = RunnerProcess(gw.url, runner_id)
     await runner.start()

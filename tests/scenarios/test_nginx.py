@@ -48,7 +48,7 @@ LOG_LINE = re.compile(
 
 
 @dataclass
-class Cluster:
+class NginxReplicas:
     a: GatewayProcess
     b: GatewayProcess
     nginx: NginxProcess
@@ -59,7 +59,7 @@ class Cluster:
 
 
 @pytest.fixture
-async def cluster(redis_proc: RedisProcess) -> AsyncIterator[Cluster]:
+async def nginx_replicas(redis_proc: RedisProcess) -> AsyncIterator[NginxReplicas]:
     nginx_binary()  # fail early, clearly, when nginx is missing
     redis = connect(redis_proc.url)
     await redis.flushdb()
@@ -75,7 +75,7 @@ async def cluster(redis_proc: RedisProcess) -> AsyncIterator[Cluster]:
         nginx = NginxProcess([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])
         nginx.start()
         started.append(nginx)
-        yield Cluster(a, b, nginx, redis)
+        yield NginxReplicas(a, b, nginx, redis)
     finally:
         for proc in reversed(started):
             if isinstance(proc, NginxProcess):
@@ -120,7 +120,7 @@ async def await_log(
         await asyncio.sleep(0.05)
 
 
-async def addresses_per_replica(cluster: Cluster) -> dict[str, str]:
+async def addresses_per_replica(nginx_replicas: NginxReplicas) -> dict[str, str]:
     """One client address (127.0.K.1) that nginx's ip_hash sends to each replica."""
     found: dict[str, str] = {}
     for k in range(1, 40):
@@ -128,12 +128,12 @@ async def addresses_per_replica(cluster: Cluster) -> dict[str, str]:
         connector = aiohttp.TCPConnector(local_addr=(address, 0), force_close=True)
         async with (
             aiohttp.ClientSession(connector=connector) as session,
-            session.get(f"{cluster.nginx.url}/healthz?probe={k}") as resp,
+            session.get(f"{nginx_replicas.nginx.url}/healthz?probe={k}") as resp,
         ):
             assert resp.status == 200, await resp.text()
-        [entry] = await await_log(cluster.nginx, lambda e, k=k: e.query("probe") == str(k))
+        [entry] = await await_log(nginx_replicas.nginx, lambda e, k=k: e.query("probe") == str(k))
         assert entry.remote == address, "the probe did not come from its bound address"
-        found.setdefault(cluster.replica(entry.upstream), address)
+        found.setdefault(nginx_replicas.replica(entry.upstream), address)
         if len(found) == 2:
             return found
     raise AssertionError(f"ip_hash sent 39 client addresses to one replica: {found}")
@@ -164,9 +164,9 @@ def sessions_by_sid(log: list[Entry]) -> dict[str, list[Entry]]:
     [("polling+upgrade", "runner's replica"), ("websocket", "app's replica")],
 )
 async def test_official_client_through_nginx_across_replicas(
-    mode: str, resume_on: str, cluster: Cluster, node_deps: str
+    mode: str, resume_on: str, nginx_replicas: NginxReplicas, node_deps: str
 ) -> None:
-    addr = await addresses_per_replica(cluster)
+    addr = await addresses_per_replica(nginx_replicas)
     runner_addr, app_addr = addr["a"], addr["b"]
     resume_addr = runner_addr if resume_on == "runner's replica" else app_addr
     transport = TRANSPORTS[mode]
@@ -175,8 +175,8 @@ async def test_official_client_through_nginx_across_replicas(
     steps = await run_scenario(
         node_deps,
         {
-            "runnerUrl": cluster.nginx.url,
-            "appUrl": cluster.nginx.url,
+            "runnerUrl": nginx_replicas.nginx.url,
+            "appUrl": nginx_replicas.nginx.url,
             "transports": transport["transports"],
             "runnerId": runner_id,
             "appSessionId": app_id,
@@ -192,12 +192,14 @@ async def test_official_client_through_nginx_across_replicas(
     # that reached the wrong replica would get 400 "Unknown session id"). A websocket
     # request is logged when it closes, so wait for all three.
     replica_of = {runner_addr: "a", app_addr: "b"}
-    ws = await await_log(cluster.nginx, lambda e: e.query("transport") == "websocket", count=3)
+    ws = await await_log(
+        nginx_replicas.nginx, lambda e: e.query("transport") == "websocket", count=3
+    )
     assert len(ws) == 3 and {e.status for e in ws} == {101}, ws
-    log = [e for e in entries(cluster.nginx) if e.uri.startswith("/socket.io/")]
+    log = [e for e in entries(nginx_replicas.nginx) if e.uri.startswith("/socket.io/")]
     assert all(e.status in (101, 200) for e in log), log
     for e in log:
-        assert cluster.replica(e.upstream) == replica_of[e.remote], e
+        assert nginx_replicas.replica(e.upstream) == replica_of[e.remote], e
     if mode == "polling+upgrade":
         # Long-polling first, then the upgrade, all of one session on one replica.
         by_sid = sessions_by_sid(log)
@@ -215,7 +217,7 @@ async def test_official_client_through_nginx_across_replicas(
 
     # The replicas agree: the runner registered on a, the app paired on b, and each side's
     # traffic to the other crossed Redis.
-    a, b = cluster.a, cluster.b
+    a, b = nginx_replicas.a, nginx_replicas.b
     assert await metric(a, "gateway_events_total", event="runner:register") == 2
     assert await metric(b, "gateway_events_total", event="runner:register") == 0
     assert await metric(b, "gateway_events_total", event="app:pair") == 3
@@ -225,8 +227,8 @@ async def test_official_client_through_nginx_across_replicas(
 
     # X-Forwarded-For went through nginx: the failed pairing counted against the app's own
     # address, not against nginx's.
-    assert await cluster.redis.exists(f"ratelimit:pair:addr:{app_addr}") == 1
-    assert await cluster.redis.exists(f"ratelimit:pair:addr:{NGINX_PEER}") == 0
+    assert await nginx_replicas.redis.exists(f"ratelimit:pair:addr:{app_addr}") == 1
+    assert await nginx_replicas.redis.exists(f"ratelimit:pair:addr:{NGINX_PEER}") == 0
 
 
 async def test_without_sticky_sessions_long_polling_breaks(

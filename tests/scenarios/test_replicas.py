@@ -49,7 +49,7 @@ QUIET_S = TEST_CONFIG["heartbeat"]["timeout_s"] + 2 * TEST_CONFIG["sweep_interva
 
 
 @pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[Redis]:
+async def backend_client(backend: Backend) -> AsyncIterator[Redis]:
     """The session's private store (one Redis, or a cluster), flushed before the replicas start."""
     client = await flushed(backend)
     yield client
@@ -91,7 +91,7 @@ async def assert_quiet(event: str, *apps: Client, wait_s: float = QUIET_S) -> No
 
 async def test_pair_relay_and_order_across_three_replicas(
     backend: Backend,
-    store: Redis,
+    backend_client: Redis,
     gateway_procs: Start,
     clients: Connect,
     beats: Heartbeats,
@@ -130,7 +130,7 @@ async def test_pair_relay_and_order_across_three_replicas(
 
 async def test_runner_disconnect_unpairs_apps_on_other_replicas_once(
     backend: Backend,
-    store: Redis,
+    backend_client: Redis,
     gateway_procs: Start,
     clients: Connect,
     beats: Heartbeats,
@@ -146,14 +146,17 @@ async def test_runner_disconnect_unpairs_apps_on_other_replicas_once(
     for app in (app1, app2):
         assert await app.call("app:status", {}) == UNPAIRED
         assert (await app.call("app:command", {"data": "x"}))["error"] == "NOT_PAIRED"
-    assert await store.exists(backend.layout.session(APP_1), backend.layout.session(APP_2)) == 0
+    assert (
+        await backend_client.exists(backend.layout.session(APP_1), backend.layout.session(APP_2))
+        == 0
+    )
     # Exactly one each: no second notice from another replica or a later sweep.
     await assert_quiet("pairing:unpaired", app1, app2)
 
 
 async def test_runner_takeover_and_app_resume_on_other_replicas(
     backend: Backend,
-    store: Redis,
+    backend_client: Redis,
     gateway_procs: Start,
     clients: Connect,
     beats: Heartbeats,
@@ -186,7 +189,7 @@ async def test_runner_takeover_and_app_resume_on_other_replicas(
 
     # The takeovers removed nothing and told nobody they were unpaired.
     assert await app2.call("app:status") == paired_online("r-moves")
-    members = await store.smembers(backend.layout.runner_apps("r-moves"))
+    members = await backend_client.smembers(backend.layout.runner_apps("r-moves"))
     assert {m.decode() for m in members} == {APP_1, APP_2}
     for app in (app1, app1_new, app2):
         assert app.pending("pairing:unpaired") == 0
@@ -196,7 +199,7 @@ async def test_runner_takeover_and_app_resume_on_other_replicas(
 
 async def test_sigkill_of_the_runners_replica_is_swept_by_a_survivor(
     backend: Backend,
-    store: Redis,
+    backend_client: Redis,
     gateway_procs: Start,
     clients: Connect,
     beats: Heartbeats,
@@ -223,14 +226,14 @@ async def test_sigkill_of_the_runners_replica_is_swept_by_a_survivor(
     for app in (app1, app2):
         assert await app.call("app:status") == UNPAIRED
     layout = backend.layout
-    assert await store.exists(layout.session(APP_1), layout.session(APP_2)) == 0
-    assert await store.exists(layout.runner_apps("r-dies"), layout.owner("r-dies")) == 0
+    assert await backend_client.exists(layout.session(APP_1), layout.session(APP_2)) == 0
+    assert await backend_client.exists(layout.runner_apps("r-dies"), layout.owner("r-dies")) == 0
     await assert_quiet("pairing:unpaired", app1, app2, wait_s=1.0)
 
 
 async def test_sigterm_keeps_pairings_for_a_runner_that_moves(
     backend: Backend,
-    store: Redis,
+    backend_client: Redis,
     gateway_procs: Start,
     clients: Connect,
     beats: Heartbeats,
@@ -245,9 +248,9 @@ async def test_sigterm_keeps_pairings_for_a_runner_that_moves(
     assert a.terminate() == 0  # SIGTERM: graceful, exit code 0
     # Right after the exit, before anyone else could repair anything: all still there.
     for app_id in (APP_1, APP_2):
-        raw = await store.get(backend.layout.session(app_id))
+        raw = await backend_client.get(backend.layout.session(app_id))
         assert raw is not None and b'"runnerId":"r-drains"' in raw
-    members = await store.smembers(backend.layout.runner_apps("r-drains"))
+    members = await backend_client.smembers(backend.layout.runner_apps("r-drains"))
     assert {m.decode() for m in members} == {APP_1, APP_2}
     await asyncio.wait_for(runner_gone.wait(), 10)
     await beats.stop(runner)
@@ -265,7 +268,7 @@ async def test_sigterm_keeps_pairings_for_a_runner_that_moves(
 
 async def test_local_relay_publishes_nothing_cross_replica_one_per_message(
     backend: Backend,
-    store: Redis,
+    backend_client: Redis,
     gateway_procs: Start,
     clients: Connect,
     beats: Heartbeats,

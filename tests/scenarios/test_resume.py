@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import socketio
 
-from pairing.store import Redis, connect
+from pairing.store import Redis
 from tests.support.freeze_proxy import FreezingProxy
 from tests.support.gateways import Client, GatewayProcess, emit_unacked
 from tests.support.redis_server import RedisProcess
@@ -33,14 +33,6 @@ CLUSTER = {
     "heartbeat": {"interval_s": 0.5, "timeout_s": 20, "ttl_s": 40},
     "socketio": {"ping_interval_s": 10, "ping_timeout_s": 10},
 }
-
-
-@pytest.fixture
-async def store(redis_proc: RedisProcess) -> AsyncIterator[Redis]:
-    client = connect(redis_proc.url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
@@ -95,7 +87,7 @@ def commands(first: int, last: int) -> list[dict[str, str]]:
 async def test_app_resumes_after_its_network_froze(
     where: str,
     redis_proc: RedisProcess,
-    store: Redis,
+    redis: Redis,
     gateway_procs: Callable[..., GatewayProcess],
     clients: Connect,
     beats: Heartbeats,
@@ -141,7 +133,7 @@ async def test_app_resumes_after_its_network_froze(
 
 async def test_runner_resumes_on_the_other_replica_after_its_network_froze(
     redis_proc: RedisProcess,
-    store: Redis,
+    redis: Redis,
     gateway_procs: Callable[..., GatewayProcess],
     clients: Connect,
     beats: Heartbeats,

@@ -12,7 +12,7 @@ import asyncio
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +33,6 @@ APP_ID = "app-keys-0123456789abcdef"
 
 Start = Callable[..., GatewayProcess]
 Connect = Callable[..., Awaitable[Client]]
-
-
-@pytest.fixture
-async def store(redis_proc: RedisProcess) -> AsyncIterator[Redis]:
-    client = connect(redis_proc.url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
 
 
 async def register(client: Client, runner_id: str, key: str | None = None, **extra: Any) -> Any:
@@ -68,7 +60,7 @@ async def metric(gw_url: str, name: str) -> float:
 
 async def test_takeover_without_the_key_is_refused_on_either_replica(
     gateway_procs: Start,
-    store: Redis,
+    redis: Redis,
     redis_proc: RedisProcess,
     clients: Connect,
     beats: Heartbeats,
@@ -107,7 +99,7 @@ async def test_takeover_without_the_key_is_refused_on_either_replica(
         "message": "this connection has not registered that runnerId",
     }
     assert all(a == {"success": True} for a in beats.acks[runner_id]), beats.acks
-    assert await store.get(keys.code("THIEF-1")) is None
+    assert await redis.get(keys.code("THIEF-1")) is None
     # the code registered before the attempts still pairs a second app with the real runner
     app2 = await clients(gw_b.url, auth={"appSessionId": "app-keys-second-0123456789"})
     ack2 = await app2.call("app:pair", {"pairingCode": code})
@@ -118,7 +110,7 @@ async def test_takeover_without_the_key_is_refused_on_either_replica(
         for reason in reasons:
             name = f'gateway_runner_registrations_refused_total{{reason="{reason}"}}'
             assert await metric(gw.url, name) == 1.0
-    entries = await store.xrevrange(keys.HISTORY_STREAM, count=50)
+    entries = await redis.xrevrange(keys.HISTORY_STREAM, count=50)
     refusals = [f for _, f in entries if f.get(b"event") == b"register_refused"]
     assert len(refusals) == 4
     assert {(f[b"runnerId"], f[b"address"]) for f in refusals} == {
@@ -135,7 +127,7 @@ async def test_takeover_without_the_key_is_refused_on_either_replica(
 
 
 async def test_bindings_survive_a_restart_of_every_replica(
-    gateway_procs: Start, store: Redis, redis_proc: RedisProcess, clients: Connect
+    gateway_procs: Start, redis: Redis, redis_proc: RedisProcess, clients: Connect
 ) -> None:
     first = [gateway_procs(redis_proc.url), gateway_procs(redis_proc.url)]
     runner = await clients(first[0].url)
@@ -153,7 +145,7 @@ async def test_bindings_survive_a_restart_of_every_replica(
 
 async def test_release_command_frees_the_id_for_a_new_key(
     gateway_procs: Start,
-    store: Redis,
+    redis: Redis,
     redis_proc: RedisProcess,
     clients: Connect,
     beats: Heartbeats,

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from pairing.store import Redis, connect
+from pairing.store import Redis
 from tests.support.freeze_proxy import FreezingProxy
 from tests.support.gateways import GatewayProcess, emit_unacked, watch_disconnect
 from tests.support.redis_server import RedisProcess
@@ -27,14 +25,6 @@ CHUNK = "x" * 65536
 TOTAL = 192 * 1024 * 1024
 WINDOW = 16
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-async def store(redis_proc: RedisProcess) -> AsyncIterator[Redis]:
-    client = connect(redis_proc.url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
 
 
 def rss(pid: int) -> int:
@@ -54,7 +44,7 @@ async def metric(gw: GatewayProcess, name: str) -> float:
 
 async def test_a_stalled_reader_is_cut_and_costs_bounded_memory(
     redis_proc: RedisProcess,
-    store: Redis,
+    redis: Redis,
     gateway_procs: Callable[..., GatewayProcess],
     clients: Callable[..., Any],
 ) -> None:
@@ -79,7 +69,7 @@ async def test_a_stalled_reader_is_cut_and_costs_bounded_memory(
     for _ in range(64):
         await app.next("terminal:output", timeout=30)
     rss_before = rss(gw.proc.pid)
-    redis_before = int((await store.info("memory"))["used_memory"])
+    redis_before = int((await redis.info("memory"))["used_memory"])
 
     proxy.freeze()
     peaks = {"rss": rss_before, "redis": redis_before}
@@ -90,7 +80,7 @@ async def test_a_stalled_reader_is_cut_and_costs_bounded_memory(
         assert gw.proc is not None
         while not done.is_set():
             peaks["rss"] = max(peaks["rss"], rss(gw.proc.pid))
-            used = int((await store.info("memory"))["used_memory"])
+            used = int((await redis.info("memory"))["used_memory"])
             peaks["redis"] = max(peaks["redis"], used)
             await asyncio.sleep(0.05)
 

@@ -120,7 +120,7 @@ async def test_reconnect_with_same_id_resumes_pairing(start_gateway, clients) ->
     await pair(first, code)
     assert await runner.next("pairing:paired") == {"appSessionId": me}
     await first.close()
-    # The app's disconnect keeps the pairing (req 4.4): no notice to the runner.
+    # An app's disconnect keeps its pairing (the app may come back): no notice to the runner.
     assert await runner.call("runner:output", {"data": "while away"}) == {
         "success": True,
         "delivered": 1,
@@ -170,7 +170,7 @@ async def test_pair_success(start_gateway, clients, redis) -> None:
     ack = await app.call("app:pair", {"pairingCode": code})
     assert ack == {"success": True, "runnerId": "r-pair", "appSessionId": me}
     assert await runner.next("pairing:paired") == {"appSessionId": me}
-    # The seed's Redis layout.
+    # PairingSessionService's Redis layout: the runner's set of apps and the session key.
     assert await redis.smembers(keys.runner_apps("r-pair")) == {me.encode()}
     assert await redis.exists(keys.session(me))
 

@@ -46,9 +46,11 @@ async def flushed_cluster(cluster: RedisClusterProcess) -> Redis:
 
 
 @pytest.fixture(params=["cluster", "memory"])
-async def store(
+async def cluster_layout_store(
     request: pytest.FixtureRequest, redis_cluster: RedisClusterProcess
 ) -> AsyncIterator[Redis]:
+    """A client for the cluster key layout: on the session's Redis Cluster (flushed) and, as a
+    second run, on the embedded store."""
     global _memory
     if request.param == "cluster":
         client = await flushed_cluster(redis_cluster)
@@ -59,25 +61,18 @@ async def store(
     await client.aclose()
 
 
-@pytest.fixture
-async def cluster(redis_cluster: RedisClusterProcess) -> AsyncIterator[Redis]:
-    client = await flushed_cluster(redis_cluster)
-    yield client
-    await client.aclose()
-
-
 # -- behaviour: the same outcomes as on one Redis ---------------------------------------------
 
 
-async def test_pair_moves_unpair_and_remove_all(store: Redis) -> None:
-    svc = replica(store).sessions
-    await beat(store, "r1")
+async def test_pair_moves_unpair_and_remove_all(cluster_layout_store: Redis) -> None:
+    svc = replica(cluster_layout_store).sessions
+    await beat(cluster_layout_store, "r1")
     assert await svc.pair("a1", "r1") is None
     assert await svc.pair("a1", "r2") == "r1"  # moved: leaves r1's set
     await svc.create_session("a2", "r2")
     assert await svc.get_apps_by_runner_id("r1") == []
     assert await svc.get_apps_by_runner_id("r2") == ["a1", "a2"]
-    assert (await read_state(store)).sets == {"r2": {"a1", "a2"}}
+    assert (await read_state(cluster_layout_store)).sets == {"r2": {"a1", "a2"}}
     status = await svc.get_session_status("a1")
     assert status.session is not None and status.session.runner_id == "r2"
     assert not status.runner_online  # r2 never beat
@@ -88,32 +83,32 @@ async def test_pair_moves_unpair_and_remove_all(store: Redis) -> None:
     assert await svc.remove_all_sessions_for_runner("r2") == ["a1", "a2"]
     assert await svc.get_session("a1") is None
     assert await svc.remove_all_sessions_for_runner("r2") == []
-    state = await read_state(store)
+    state = await read_state(cluster_layout_store)
     assert state.sessions == {} and not any(state.sets.values()) and not state.tokens
 
 
-async def test_remove_all_keeps_apps_paired_elsewhere_since(store: Redis) -> None:
-    svc = replica(store).sessions
+async def test_remove_all_keeps_apps_paired_elsewhere_since(cluster_layout_store: Redis) -> None:
+    svc = replica(cluster_layout_store).sessions
     await svc.pair("a1", "r1")
     await svc.pair("a2", "r1")
     # a1's session names r2, but r1's set still lists it (as an operation interrupted
     # before leaving r1's set would leave it).
-    await store.sadd(LAYOUT.runner_apps("r1"), "a1")
-    await store.set(
+    await cluster_layout_store.sadd(LAYOUT.runner_apps("r1"), "a1")
+    await cluster_layout_store.set(
         LAYOUT.session("a1"), '{"appSessionId":"a1","runnerId":"r2","pairedAt":1,"isActive":true}'
     )
-    await store.sadd(LAYOUT.runner_apps("r2"), "a1")
+    await cluster_layout_store.sadd(LAYOUT.runner_apps("r2"), "a1")
     assert await svc.get_apps_by_runner_id("r1") == ["a2"]  # filtered by the session
     assert await svc.remove_all_sessions_for_runner("r1") == ["a2"]
     assert (await svc.get_session("a1")) is not None
 
 
-async def test_app_pairing_outcomes_and_history(store: Redis) -> None:
-    rep = replica(store)
-    await beat(store, "r1")
-    await beat(store, "r2")
-    await give_code(store, "r1", "CODE1")
-    await give_code(store, "r2", "code2")
+async def test_app_pairing_outcomes_and_history(cluster_layout_store: Redis) -> None:
+    rep = replica(cluster_layout_store)
+    await beat(cluster_layout_store, "r1")
+    await beat(cluster_layout_store, "r2")
+    await give_code(cluster_layout_store, "r1", "CODE1")
+    await give_code(cluster_layout_store, "r2", "code2")
     first = await rep.pairing.pair("CODE1", "a1", address="1.2.3.4")
     assert (first.status, first.runner_id, first.previous_runner_id) == (
         PairStatus.PAIRED,
@@ -121,7 +116,7 @@ async def test_app_pairing_outcomes_and_history(store: Redis) -> None:
         None,
     )
     assert await rep.codes.lookup("CODE1") is None  # spent
-    assert await store.get(LAYOUT.runner_code("r1")) is None
+    assert await cluster_layout_store.get(LAYOUT.runner_code("r1")) is None
     moved = await rep.pairing.pair("Code2", "a1", address="1.2.3.4")
     assert (moved.status, moved.runner_id, moved.previous_runner_id) == (
         PairStatus.PAIRED,
@@ -130,8 +125,8 @@ async def test_app_pairing_outcomes_and_history(store: Redis) -> None:
     )
     assert await rep.sessions.get_apps_by_runner_id("r1") == []
     # An offline runner's code stays valid and counts no failure.
-    await beat(store, "r3", age_ms=60_000)
-    await give_code(store, "r3", "CODE3")
+    await beat(cluster_layout_store, "r3", age_ms=60_000)
+    await give_code(cluster_layout_store, "r3", "CODE3")
     offline = await rep.pairing.pair("CODE3", "a2", address="1.2.3.4")
     assert (offline.status, offline.runner_id) == (PairStatus.RUNNER_OFFLINE, "r3")
     assert await rep.codes.lookup("CODE3") == "r3"
@@ -148,10 +143,10 @@ async def test_app_pairing_outcomes_and_history(store: Redis) -> None:
     ]
 
 
-async def test_failed_pairs_are_counted_until_the_limit(store: Redis) -> None:
-    rep = replica(store)
-    await beat(store, "r1")
-    await give_code(store, "r1", "GOOD")
+async def test_failed_pairs_are_counted_until_the_limit(cluster_layout_store: Redis) -> None:
+    rep = replica(cluster_layout_store)
+    await beat(cluster_layout_store, "r1")
+    await give_code(cluster_layout_store, "r1", "GOOD")
     for _ in range(rep.pairing.rate_limit.limit):
         outcome = await rep.pairing.pair("WRONG", "a1", address="5.6.7.8")
         assert outcome.status is PairStatus.INVALID_CODE
@@ -165,84 +160,90 @@ async def test_failed_pairs_are_counted_until_the_limit(store: Redis) -> None:
     assert len(failed) == rep.pairing.rate_limit.limit + 1
 
 
-async def test_codes_redeem_consume_lookup(store: Redis) -> None:
-    codes = replica(store).codes
-    await beat(store, "r1")
-    await give_code(store, "r1", "ABC")
+async def test_codes_redeem_consume_lookup(cluster_layout_store: Redis) -> None:
+    codes = replica(cluster_layout_store).codes
+    await beat(cluster_layout_store, "r1")
+    await give_code(cluster_layout_store, "r1", "ABC")
     assert await codes.lookup("abc") == "r1"
     result = await codes.redeem("abc", "a1")
     assert (result.status, result.runner_id) == (RedeemStatus.PAIRED, "r1")
     assert (await codes.redeem("ABC", "a2")).status is RedeemStatus.INVALID_CODE
-    await give_code(store, "r1", "XYZ")
+    await give_code(cluster_layout_store, "r1", "XYZ")
     assert await codes.consume("xyz") == "r1"
     assert await codes.consume("XYZ") is None
-    assert await store.get(LAYOUT.runner_code("r1")) is None
+    assert await cluster_layout_store.get(LAYOUT.runner_code("r1")) is None
 
 
 async def test_a_replaced_code_left_behind_by_an_interrupted_registration_pairs_no_one(
-    store: Redis,
+    cluster_layout_store: Redis,
 ) -> None:
     """A registration that issued a new code and stopped before dropping the old one leaves
     the old code's key naming the runner: redeeming it must not pair (the runner shows
     the new code only), and must not spend or disturb the current one."""
-    codes = replica(store).codes
-    await beat(store, "r1")
-    await give_code(store, "r1", "NEW")
-    await store.set(LAYOUT.code("OLD"), "r1", px=300_000)  # what the interruption left
+    codes = replica(cluster_layout_store).codes
+    await beat(cluster_layout_store, "r1")
+    await give_code(cluster_layout_store, "r1", "NEW")
+    await cluster_layout_store.set(
+        LAYOUT.code("OLD"), "r1", px=300_000
+    )  # what the interruption left
     result = await codes.redeem("old", "a1")
     assert result.status is RedeemStatus.INVALID_CODE
-    state = await read_state(store)
+    state = await read_state(cluster_layout_store)
     assert state.sessions == {} and state.sets == {}
-    assert await store.get(LAYOUT.runner_code("r1")) == b"NEW"
+    assert await cluster_layout_store.get(LAYOUT.runner_code("r1")) == b"NEW"
     result = await codes.redeem("new", "a1")
     assert (result.status, result.runner_id) == (RedeemStatus.PAIRED, "r1")
 
 
-async def test_release_is_guarded_by_the_owner(store: Redis) -> None:
-    rep = replica(store)
-    await beat(store, "r1")
+async def test_release_is_guarded_by_the_owner(cluster_layout_store: Redis) -> None:
+    rep = replica(cluster_layout_store)
+    await beat(cluster_layout_store, "r1")
     await rep.sessions.pair("a1", "r1")
     assert await rep.registry.release("r1", "someone-else") is None
     assert await rep.sessions.get_apps_by_runner_id("r1") == ["a1"]
     assert await rep.registry.release("r1", "conn-r1") == ["a1"]
-    state = await read_state(store)
+    state = await read_state(cluster_layout_store)
     assert state.references() == []
 
 
-async def test_sweep_forgets_stale_runners_only(store: Redis) -> None:
-    rep = replica(store)
-    await beat(store, "live")
-    await beat(store, "dead", age_ms=60_000)
+async def test_sweep_forgets_stale_runners_only(cluster_layout_store: Redis) -> None:
+    rep = replica(cluster_layout_store)
+    await beat(cluster_layout_store, "live")
+    await beat(cluster_layout_store, "dead", age_ms=60_000)
     await rep.sessions.pair("a1", "live")
     await rep.sessions.pair("a2", "dead")
     await rep.sessions.pair("a3", "dead")
     # Indexed as stale but beating again: kept, its index entry moved on.
-    await store.zadd(LAYOUT.last_seen("live"), {"live": 1})
+    await cluster_layout_store.zadd(LAYOUT.last_seen("live"), {"live": 1})
     swept = await rep.registry.sweep()
     assert [(s.runner_id, s.unpaired_apps) for s in swept] == [("dead", ["a2", "a3"])]
-    state = await read_state(store)
+    state = await read_state(cluster_layout_store)
     assert state.sessions == {"a1": "live"}
     assert state.indexed == {"live"} and state.owners == {"live"}
-    assert await store.zscore(LAYOUT.last_seen("live"), "live") > 1
+    assert await cluster_layout_store.zscore(LAYOUT.last_seen("live"), "live") > 1
     assert await rep.registry.sweep() == []
 
 
-async def test_a_reader_clears_a_member_left_by_an_interrupted_pair(store: Redis) -> None:
-    rep = replica(store)
+async def test_a_reader_clears_a_member_left_by_an_interrupted_pair(
+    cluster_layout_store: Redis,
+) -> None:
+    rep = replica(cluster_layout_store)
     cluster = rep.sessions.cluster
     assert cluster is not None
     assert await cluster.attach("a1", "r1", online=False) is not None  # then a crash
     assert await rep.sessions.get_apps_by_runner_id("r1") == []
-    assert (await read_state(store)).references() == []
+    assert (await read_state(cluster_layout_store)).references() == []
     # The app can pair with r1 afterwards as if nothing had happened.
     await rep.sessions.pair("a1", "r1")
     assert await rep.sessions.get_apps_by_runner_id("r1") == ["a1"]
 
 
-async def test_a_pair_interrupted_by_a_remover_retries_with_a_fresh_token(store: Redis) -> None:
+async def test_a_pair_interrupted_by_a_remover_retries_with_a_fresh_token(
+    cluster_layout_store: Redis,
+) -> None:
     """A pair whose token a remover fenced between its attach and its commit attaches again
     with a new token and commits; the remover's drop leaves the new token alone."""
-    rep = replica(store)
+    rep = replica(cluster_layout_store)
     cluster = rep.sessions.cluster
     assert cluster is not None
     token = await cluster.attach("a1", "r1", online=False)
@@ -251,7 +252,7 @@ async def test_a_pair_interrupted_by_a_remover_retries_with_a_fresh_token(store:
     await cluster.remove("r1", members, unpair=False)  # fences the token, drops a1
     result = await cluster.commit("a1", "r1", token, online=False)
     assert result.runner_id == "r1"
-    state = await read_state(store)
+    state = await read_state(cluster_layout_store)
     assert state.sessions == {"a1": "r1"} and state.sets == {"r1": {"a1"}}
 
 
@@ -322,13 +323,13 @@ async def _count_steps(client: Redis, setup: Setup, operation: Operation) -> lis
 
 
 @pytest.mark.parametrize("name", list(OPERATIONS))
-async def test_an_operation_aborted_between_any_two_steps(cluster: Redis, name: str) -> None:
+async def test_an_operation_aborted_between_any_two_steps(cluster_redis: Redis, name: str) -> None:
     setup, operation = OPERATIONS[name]
-    steps = await _count_steps(cluster, setup, operation)
+    steps = await _count_steps(cluster_redis, setup, operation)
     assert steps, "the operation ran no steps"
     for k in range(1, len(steps)):  # abort before step k: steps 0..k-1 ran
-        await cluster.flushall(target_nodes=redis.asyncio.RedisCluster.PRIMARIES)  # type: ignore[call-arg]
-        await setup(cluster, replica(cluster))
+        await cluster_redis.flushall(target_nodes=redis.asyncio.RedisCluster.PRIMARIES)  # type: ignore[call-arg]
+        await setup(cluster_redis, replica(cluster_redis))
         calls = 0
 
         async def abort_at(step: str, k: int = k) -> None:
@@ -338,10 +339,10 @@ async def test_an_operation_aborted_between_any_two_steps(cluster: Redis, name: 
                 raise Aborted(step)
 
         with pytest.raises(Aborted):
-            await operation(replica(cluster, abort_at))
+            await operation(replica(cluster_redis, abort_at))
         where = f"{name} aborted after {steps[:k]}"
-        assert await observable_problems(cluster, RUNNERS, [*APPS, "a9"]) == [], where
-        assert await sweep_all(cluster, RUNNERS) == [], where
+        assert await observable_problems(cluster_redis, RUNNERS, [*APPS, "a9"]) == [], where
+        assert await sweep_all(cluster_redis, RUNNERS) == [], where
 
 
 # -- operations of several replicas interleaved step by step, some aborted (hypothesis) -----
@@ -538,49 +539,53 @@ CONTENDING: dict[str, Operation] = {
 
 
 @pytest.mark.parametrize("first", list(CONTENDING))
-async def test_any_operation_run_between_two_steps_of_another(cluster: Redis, first: str) -> None:
+async def test_any_operation_run_between_two_steps_of_another(
+    cluster_redis: Redis, first: str
+) -> None:
     """``first`` paused after each of its steps in turn while each other operation runs
     whole (another replica), then finished: clients see the sessions, a sweep leaves
     nothing. Deterministic: every such interleaving, not a sample."""
-    steps = await _count_steps(cluster, _contended, CONTENDING[first])
+    steps = await _count_steps(cluster_redis, _contended, CONTENDING[first])
     for second, run_second in CONTENDING.items():
         for done in range(1, len(steps)):
-            await cluster.flushall(target_nodes=redis.asyncio.RedisCluster.PRIMARIES)  # type: ignore[call-arg]
-            await _contended(cluster, replica(cluster))
+            await cluster_redis.flushall(target_nodes=redis.asyncio.RedisCluster.PRIMARIES)  # type: ignore[call-arg]
+            await _contended(cluster_redis, replica(cluster_redis))
             op = Op(first)
-            await op.start(CONTENDING[first], cluster)
+            await op.start(CONTENDING[first], cluster_redis)
             for _ in range(done):
                 if not op.done:
                     await op.advance()
-            await run_second(replica(cluster))
+            await run_second(replica(cluster_redis))
             where = f"{second} after {steps[:done]} of {first}"
-            assert (await read_state(cluster)).broken() == [], where
+            assert (await read_state(cluster_redis)).broken() == [], where
             while not op.done:
                 await op.advance()
-                assert (await read_state(cluster)).broken() == [], where
-            assert await observable_problems(cluster, RUNNERS, APPS) == [], where
-            assert await sweep_all(cluster, RUNNERS) == [], where
+                assert (await read_state(cluster_redis)).broken() == [], where
+            assert await observable_problems(cluster_redis, RUNNERS, APPS) == [], where
+            assert await sweep_all(cluster_redis, RUNNERS) == [], where
 
 
-async def test_two_pairs_in_flight_share_their_token_against_a_remover(cluster: Redis) -> None:
+async def test_two_pairs_in_flight_share_their_token_against_a_remover(
+    cluster_redis: Redis,
+) -> None:
     """Two pairs of a1 with r1 both past their first step, then a reader clears a1 from r1's
     set (a1's session still names r2): had the second pair's token replaced the first's, the
     reader would fence only the second and the first would commit a session whose runner's
     set lacks the app. Sharing the token, both are refused once and commit afresh."""
-    await beat(cluster, "r1")
-    await beat(cluster, "r2")
-    await replica(cluster).sessions.pair("a1", "r2")
+    await beat(cluster_redis, "r1")
+    await beat(cluster_redis, "r2")
+    await replica(cluster_redis).sessions.pair("a1", "r2")
     first, second = Op("first pair"), Op("second pair")
     for op in (first, second):
-        await op.start(lambda r: r.sessions.pair("a1", "r1"), cluster)
+        await op.start(lambda r: r.sessions.pair("a1", "r1"), cluster_redis)
         await op.advance()  # attached
-    assert await replica(cluster).sessions.get_apps_by_runner_id("r1") == []
+    assert await replica(cluster_redis).sessions.get_apps_by_runner_id("r1") == []
     for op in (first, second):
         while not op.done:
             await op.advance()
-        assert (await read_state(cluster)).broken() == [], op.label
-    assert await observable_problems(cluster, RUNNERS, APPS) == []
-    assert (await read_state(cluster)).sessions == {"a1": "r1"}
+        assert (await read_state(cluster_redis)).broken() == [], op.label
+    assert await observable_problems(cluster_redis, RUNNERS, APPS) == []
+    assert (await read_state(cluster_redis)).sessions == {"a1": "r1"}
 
 
 # -- after a failover -------------------------------------------------------------------------
@@ -691,12 +696,12 @@ MEASURED: list[tuple[str, Setup, Operation]] = [
 ]
 
 
-async def test_steps_per_operation_match_the_docs(cluster: Redis) -> None:
+async def test_steps_per_operation_match_the_docs(cluster_redis: Redis) -> None:
     """Every round trip of these operations follows a step hook call, so the steps are the
     sequential round trips (a step sending one command per app sends them at once)."""
     doc = await asyncio.to_thread(ROUND_TRIPS_DOC.read_text)
     for label, setup, operation in MEASURED:
-        steps = await _count_steps(cluster, setup, operation)
+        steps = await _count_steps(cluster_redis, setup, operation)
         method, _, case = label.partition(" ")
         name = f"`{method}` {case}".rstrip()
         row = f"| {name} | {' → '.join(steps)} | {len(steps)} |"

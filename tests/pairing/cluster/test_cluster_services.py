@@ -759,7 +759,7 @@ async def interrupted(k: Kit, setup: Any, call: Any) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-async def kit(redis_cluster: RedisClusterProcess) -> AsyncIterator[Kit]:
+async def cluster_kit(redis_cluster: RedisClusterProcess) -> AsyncIterator[Kit]:
     rc = cluster_client(redis_cluster.url)
     await rc.initialize()
     client = cast(Redis, rc)
@@ -779,7 +779,7 @@ async def kit(redis_cluster: RedisClusterProcess) -> AsyncIterator[Kit]:
 
 
 async def test_a_takeover_cut_between_any_two_steps_leaves_one_consistent_runner(
-    kit: Kit,
+    cluster_kit: Kit,
 ) -> None:
     """runner:register by the key's holder on a new connection with a new code, cut after
     each step: the runner always has an owner, a heartbeat, its index entry and a code that
@@ -787,7 +787,7 @@ async def test_a_takeover_cut_between_any_two_steps_leaves_one_consistent_runner
     code, after it the new one's. Only the replaced code may outlive its replacement (the
     documented window, until the last step)."""
     views = await interrupted(
-        kit,
+        cluster_kit,
         _kit_paired,
         lambda k: k.registration.register(
             "r1", "c2", address=ADDR, code="CODE-2", runner_key=KEY_A
@@ -809,11 +809,11 @@ async def test_a_takeover_cut_between_any_two_steps_leaves_one_consistent_runner
     )
 
 
-async def test_a_refused_takeover_cut_anywhere_changes_nothing(kit: Kit) -> None:
-    await _kit_paired(kit)
-    before = await runner_view(kit)
+async def test_a_refused_takeover_cut_anywhere_changes_nothing(cluster_kit: Kit) -> None:
+    await _kit_paired(cluster_kit)
+    before = await runner_view(cluster_kit)
     views = await interrupted(
-        kit,
+        cluster_kit,
         _kit_paired,
         lambda k: k.registration.register(
             "r1", "thief", address=ADDR, code="CODE-2", runner_key=KEY_B
@@ -822,21 +822,21 @@ async def test_a_refused_takeover_cut_anywhere_changes_nothing(kit: Kit) -> None
     assert views == [before] * len(views)
 
 
-async def test_code_issuing_and_revoking_cut_anywhere(kit: Kit) -> None:
+async def test_code_issuing_and_revoking_cut_anywhere(cluster_kit: Kit) -> None:
     """The runner's code names the runner at every cut of ``register``; ``revoke`` cut
     anywhere never leaves a live code the runner no longer shows."""
-    issued = await interrupted(kit, _kit_paired, lambda k: k.codes.register("r1", "CODE-2"))
+    issued = await interrupted(cluster_kit, _kit_paired, lambda k: k.codes.register("r1", "CODE-2"))
     for view in issued:
         assert view["code_names_runner"] and view["code"] in (b"CODE-1", b"CODE-2")
     assert issued[-1]["naming"] == ["CODE-2"]
-    revoked = await interrupted(kit, _kit_paired, lambda k: k.codes.revoke("r1"))
+    revoked = await interrupted(cluster_kit, _kit_paired, lambda k: k.codes.revoke("r1"))
     for view in revoked:
         live = view["naming"]
         assert live == [] or (live == ["CODE-1"] and view["code"] == b"CODE-1")
     assert revoked[-1]["code"] is None and revoked[-1]["naming"] == []
 
 
-async def test_claims_and_heartbeats_cut_anywhere_keep_the_runner_indexed(kit: Kit) -> None:
+async def test_claims_and_heartbeats_cut_anywhere_keep_the_runner_indexed(cluster_kit: Kit) -> None:
     async def nothing(k: Kit) -> None:
         return None
 
@@ -849,8 +849,8 @@ async def test_claims_and_heartbeats_cut_anywhere_keep_the_runner_indexed(kit: K
         (_kit_paired, lambda k: k.runners.claim("r1", "c2")),
         (nothing, lambda k: k.registration.register("r1", "c1", address=ADDR)),
     ):
-        for view in await interrupted(kit, setup, call):
+        for view in await interrupted(cluster_kit, setup, call):
             # Whoever owns the runner, the sweeper can find it.
             assert view["owner"] is None or view["indexed"]
-    for view in await interrupted(kit, due, lambda k: k.runners.heartbeat("r1", "c1")):
+    for view in await interrupted(cluster_kit, due, lambda k: k.runners.heartbeat("r1", "c1")):
         assert view["owner"] == b"c1" and view["indexed"] and view["beating"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -60,10 +59,10 @@ def test_single_node_layout_is_unchanged() -> None:
     assert layout.publish_command == "PUBLISH"
 
 
-def test_cluster_layout_tags_the_seed_families_and_every_per_subject_key() -> None:
+def test_cluster_layout_tags_the_session_service_keys_and_every_per_subject_key() -> None:
     layout = keys.layout_for("redis+cluster://h:1")
     assert layout.cluster
-    # The seed's three families, braces as printed there, now hash tags.
+    # PairingSessionService's three key families, their braces now hash tags.
     assert layout.session("a1") == "pairing:session:{a1}"
     assert layout.runner_apps("r1") == "pairing:apps:{r1}"
     assert layout.heartbeat("r1") == "runner:heartbeat:{r1}"
@@ -99,26 +98,16 @@ def test_shared_keys_are_shards_spread_evenly_over_the_slots() -> None:
     assert picked == set(layout.last_seen_shards())
 
 
-@pytest.fixture
-async def cluster(redis_cluster: RedisClusterProcess) -> AsyncIterator[redis.asyncio.RedisCluster]:
-    client = cluster_client(redis_cluster.url)
-    await client.initialize()
-    await client.flushall(target_nodes=redis.asyncio.RedisCluster.PRIMARIES)
-    yield client
-    await client.flushall(target_nodes=redis.asyncio.RedisCluster.PRIMARIES)
-    await client.aclose()
-
-
 async def test_keys_of_many_runners_and_apps_sit_on_every_master(
-    cluster: redis.asyncio.RedisCluster, redis_cluster: RedisClusterProcess
+    cluster_redis: redis.asyncio.RedisCluster, redis_cluster: RedisClusterProcess
 ) -> None:
     layout = keys.CLUSTER
     for i in range(60):
         runner, app = f"runner-{i}", f"app-{i}"
-        await cluster.set(layout.heartbeat(runner), "1")
-        await cluster.sadd(layout.runner_apps(runner), app)
-        await cluster.set(layout.session(app), runner)
-        await cluster.zadd(layout.last_seen(runner), {runner: i})
+        await cluster_redis.set(layout.heartbeat(runner), "1")
+        await cluster_redis.sadd(layout.runner_apps(runner), app)
+        await cluster_redis.set(layout.session(app), runner)
+        await cluster_redis.zadd(layout.last_seen(runner), {runner: i})
     sizes = []
     for master in redis_cluster.master_nodes():
         with redis_cluster.client(master) as c:
@@ -136,10 +125,10 @@ async def test_keys_of_many_runners_and_apps_sit_on_every_master(
 
 
 async def test_a_script_runs_on_the_master_of_its_keys_slot(
-    cluster: redis.asyncio.RedisCluster,
+    cluster_redis: redis.asyncio.RedisCluster,
 ) -> None:
     layout = keys.CLUSTER
-    script = Script(cluster, "return redis.call('SADD', KEYS[1], ARGV[1]) .. KEYS[2]")  # type: ignore[arg-type]
+    script = Script(cluster_redis, "return redis.call('SADD', KEYS[1], ARGV[1]) .. KEYS[2]")  # type: ignore[arg-type]
     for i in range(30):
         runner = f"runner-{i}"
         reply = await script([layout.runner_apps(runner), layout.owner(runner)], [f"app-{i}"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,14 +13,6 @@ from pairing import keys
 from pairing.store.cluster import cluster_client
 from pairing.store.sharded import ShardedSubscriber
 from tests.support.redis_cluster import RedisClusterProcess
-
-
-@pytest.fixture
-async def cluster(redis_cluster: RedisClusterProcess) -> AsyncIterator[RedisCluster]:
-    client = cluster_client(redis_cluster.url)
-    await client.initialize()
-    yield client
-    await client.aclose()
 
 
 async def _replies(sub: ShardedSubscriber, count: int, timeout: float = 5.0) -> list[list[Any]]:
@@ -36,8 +27,10 @@ def _channels(n: int) -> list[str]:
     return [keys.CLUSTER.room_channel(f"runner:r{i}") for i in range(n)]
 
 
-async def test_messages_come_from_the_shard_owning_each_channel(cluster: RedisCluster) -> None:
-    sub = ShardedSubscriber(cluster)
+async def test_messages_come_from_the_shard_owning_each_channel(
+    cluster_redis: RedisCluster,
+) -> None:
+    sub = ShardedSubscriber(cluster_redis)
     channels = _channels(30)
     try:
         await sub.connect()
@@ -46,26 +39,26 @@ async def test_messages_come_from_the_shard_owning_each_channel(cluster: RedisCl
         assert sorted(r[1].decode() for r in confirmations) == sorted(channels)
         assert {r[0] for r in confirmations} == {b"subscribe"}
         # One connection per master that owns a channel: all three here.
-        owners = {cluster.get_node_from_key(c).name for c in channels}  # type: ignore[union-attr]
+        owners = {cluster_redis.get_node_from_key(c).name for c in channels}  # type: ignore[union-attr]
         assert len(owners) == 3 and set(sub._links) == owners
         for i, channel in enumerate(channels):
             # SPUBLISH reaches exactly one subscriber: ours, on the owning shard.
-            assert await cluster.execute_command("SPUBLISH", channel, f"m{i}") == 1
+            assert await cluster_redis.execute_command("SPUBLISH", channel, f"m{i}") == 1
         messages = await _replies(sub, len(channels))
         assert [r[0] for r in messages] == [b"message"] * len(channels)
         assert sorted((r[1].decode(), r[2].decode()) for r in messages) == sorted(
             (c, f"m{i}") for i, c in enumerate(channels)
         )
         # A plain PUBLISH to the same name is not a sharded message and is not heard.
-        await cluster.publish(channels[0], "plain")
+        await cluster_redis.publish(channels[0], "plain")
         sub.ping()
         assert await _replies(sub, 1) == [[b"pong", b""]]
     finally:
         await sub.aclose()
 
 
-async def test_one_pong_per_ping_once_every_master_answered(cluster: RedisCluster) -> None:
-    sub = ShardedSubscriber(cluster)
+async def test_one_pong_per_ping_once_every_master_answered(cluster_redis: RedisCluster) -> None:
+    sub = ShardedSubscriber(cluster_redis)
     try:
         await sub.connect()
         sub.ping()  # no connection yet: answered at once
@@ -86,8 +79,8 @@ async def test_one_pong_per_ping_once_every_master_answered(cluster: RedisCluste
         await sub.aclose()
 
 
-async def test_unsubscribed_channels_go_quiet(cluster: RedisCluster) -> None:
-    sub = ShardedSubscriber(cluster)
+async def test_unsubscribed_channels_go_quiet(cluster_redis: RedisCluster) -> None:
+    sub = ShardedSubscriber(cluster_redis)
     channels = _channels(2)
     try:
         await sub.connect()
@@ -96,8 +89,8 @@ async def test_unsubscribed_channels_go_quiet(cluster: RedisCluster) -> None:
         sub.unsubscribe(channels[0])
         [reply] = await _replies(sub, 1)
         assert reply[:2] == [b"unsubscribe", channels[0].encode()]
-        assert await cluster.execute_command("SPUBLISH", channels[0], "x") == 0
-        assert await cluster.execute_command("SPUBLISH", channels[1], "y") == 1
+        assert await cluster_redis.execute_command("SPUBLISH", channels[0], "x") == 0
+        assert await cluster_redis.execute_command("SPUBLISH", channels[1], "y") == 1
         [message] = await _replies(sub, 1)
         assert message == [b"message", channels[1].encode(), b"y"]
     finally:
