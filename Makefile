@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install test lint run bench bench-lean bench-cluster clean
+.PHONY: install test test-deps lint run bench bench-cluster clean
 
 # Every install goes through uv.lock (exact versions and hashes, all platforms): uv, pinned here,
 # is bootstrapped into the venv with pip, then syncs the venv to the lock without re-resolving.
@@ -22,7 +22,14 @@ $(STAMP): pyproject.toml uv.lock $(VENV)/bin/uv
 
 install: $(STAMP)
 
-test: $(STAMP)
+# make test sets up a fresh machine first: scripts/test-deps installs the missing system
+# packages the suite runs (redis-server, Node and npm, nginx, tmux...) with apt-get when it runs
+# as root, or stops naming them; the official JavaScript client's npm packages are installed by
+# the tests themselves (npm ci in tests/clients/js/, from its lockfile).
+test-deps:
+	scripts/test-deps
+
+test: $(STAMP) test-deps
 	$(PY) -m pytest $(ARGS)
 
 lint: $(STAMP)
@@ -39,22 +46,13 @@ run: $(STAMP)
 # BENCH_KIT, default ~/.cache/pairing-reference: bench/compare.sh + bench/load.js) and writes
 # docs/benchmarks.md; BENCH_REFERENCE="<command>" measures a second gateway of the same contract
 # in the same session (alternating runs) and reports the ratios. Options: BENCH_ARGS="--runs 1
-# --seconds 5" (python -m bench.official --help). make bench-lean: the lean Python client's
-# benchmark (docs/benchmarks-lean.md; BENCH_LEAN_ARGS="--quick" for a 1-min smoke run).
+# --seconds 5" (python -m bench.official --help).
 BENCH_ARGS ?=
-BENCH_LEAN_ARGS ?=
 BENCH_REFERENCE ?=
 BENCH_REFERENCE_LABEL ?= reference
-BENCH_STAMP := $(VENV)/.bench-installed
-$(BENCH_STAMP): $(STAMP) pyproject.toml uv.lock
-	$(SYNC) --extra dev --extra bench
-	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)
+bench: $(STAMP)
 	$(PY) -m bench.official --reference "$(BENCH_REFERENCE)" --reference-label "$(BENCH_REFERENCE_LABEL)" $(BENCH_ARGS)
-
-bench-lean: $(BENCH_STAMP)
-	$(PY) -m bench $(BENCH_LEAN_ARGS)
 
 # Redis CPU per heartbeat and per relayed message, one Redis beside a 3-master cluster
 # (about 1 min); its own section of docs/benchmarks.md

@@ -27,21 +27,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 
-from bench.procs import cpu_seconds, free_port
 from gateway.fanout import room_for_app
 from pairing import PairingSessionService, keys
 from pairing.relay import Recipient, RelayService
@@ -49,123 +42,23 @@ from pairing.runners import RunnerRegistry
 from pairing.store import Redis as StoreRedis
 from pairing.store import connect
 from pairing.store.cluster import cluster_client
+from tests.support.redis_cluster import RedisClusterProcess
+from tests.support.redis_server import RedisProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Seconds of idle measured before each run, to take the servers' background CPU off.
 IDLE_S = 2.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 MARK_BEGIN = "<!-- bench.cluster:begin -->"
 MARK_END = "<!-- bench.cluster:end -->"
 
 
-@dataclass
-class Server:
-    port: int
-    args: tuple[str, ...] = ()
-    proc: subprocess.Popen[bytes] | None = None
-    workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="bench-redis-"))
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server") or "redis-server"
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                *("--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
-                *("--appendonly", "no", "--dir", self.workdir, *self.args),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.proc = None
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _cluster_node() -> Server:
-    return Server(
-        free_port(),
-        (
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            "nodes.conf",
-            "--cluster-port",
-            str(free_port()),
-            "--repl-diskless-sync-delay",
-            "0",
-        ),
-    )
-
-
-async def _start_cluster(nodes: list[Server]) -> RedisCluster:
-    for node in nodes:
-        node.start()
-    create = [
-        *("redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes)),
-        *("--cluster-replicas", "1", "--cluster-yes"),
-    ]
-    await asyncio.to_thread(
-        subprocess.run,
-        create,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
-    deadline = time.monotonic() + 30
-    while True:
-        client = cluster_client(url, max_connections=512)
-        try:
-            await client.initialize()
-            info = await client.cluster_info()
-            if (
-                info.get("cluster_state") == "ok"
-                and len(client.get_primaries()) == 3
-                and await _all_nodes_settled(nodes)
-            ):
-                return client
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-        await client.aclose()
-        await asyncio.sleep(0.2)
-
-
-async def _all_nodes_settled(nodes: list[Server]) -> bool:
-    """Every node sees the cluster ok and every replica's link to its master is up: a node
-    still turning from empty master into replica, or still syncing, is no place to measure
-    (nor to send the first claims to)."""
-    for node in nodes:
-        conn = Redis(port=node.port, socket_timeout=2)
-        try:
-            raw = await conn.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
-            replication = await conn.info("replication")
-        finally:
-            await conn.aclose()
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        if "cluster_state:ok" not in text:
-            return False
-        if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
-            return False
-    return True
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (all its threads), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        stat = fh.read()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
 
 
 @dataclass
@@ -180,11 +73,11 @@ class Result:
         return total / self.ops * 1e6
 
 
-def _cpu(servers: dict[str, Server]) -> dict[str, float]:
+def _cpu(servers: dict[str, RedisProcess]) -> dict[str, float]:
     return {name: cpu_seconds(s.pid) for name, s in servers.items()}
 
 
-async def _measure(name: str, servers: dict[str, Server], ops: int, work: Any) -> Result:
+async def _measure(name: str, servers: dict[str, RedisProcess], ops: int, work: Any) -> Result:
     # Idle CPU (serverCron, the cluster bus, replication pings) is measured first and
     # taken off in proportion to the time the work took.
     idle_start, t0 = _cpu(servers), time.monotonic()
@@ -233,7 +126,7 @@ def _resp(*parts: str) -> bytes:
 async def _workload(
     client: StoreRedis,
     layout: keys.KeyLayout,
-    servers: dict[str, Server],
+    servers: dict[str, RedisProcess],
     subscribe: Any,
     runners: int,
     rounds: int,
@@ -296,11 +189,11 @@ async def run_single(
     """One Redis through the gateway's pipelined link or, to tell batching from sharding
     apart, through redis-py's plain pooled client (one command per write, as the cluster
     client sends them)."""
-    server = Server(free_port())
+    server = RedisProcess()
     server.start()
     servers = {"single": server}
     try:
-        url = f"redis://127.0.0.1:{server.port}/0"
+        url = server.url
         client = connect(url) if pipelined else Redis.from_url(url, max_connections=512)
 
         async def subscribe(channels: list[str], stop: asyncio.Event) -> list[Any]:
@@ -313,13 +206,18 @@ async def run_single(
         await client.aclose()
         return results
     finally:
-        server.stop()
+        server.close()
 
 
 async def run_cluster(runners: int, rounds: int, messages: int, rooms: int) -> list[Result]:
-    nodes = [_cluster_node() for _ in range(6)]
+    # Redis's default node timeout: the tests' short one could fail over a master that is
+    # merely busy under the measured load.
+    cluster = RedisClusterProcess(node_timeout_ms=15000)
+    await asyncio.to_thread(cluster.start)  # returns once every replica is in sync
     try:
-        client = await _start_cluster(nodes)
+        client = cluster_client(cluster.url, max_connections=512)
+        await client.initialize()
+        nodes = cluster.nodes
         by_port = {n.port: n for n in nodes}
         primaries = sorted(client.get_primaries(), key=lambda n: n.port)
         servers = {f"master{i}": by_port[int(p.port)] for i, p in enumerate(primaries)}
@@ -354,8 +252,7 @@ async def run_cluster(runners: int, rounds: int, messages: int, rooms: int) -> l
         await client.aclose()
         return results
     finally:
-        for node in nodes:
-            node.stop()
+        cluster.close()
 
 
 _LABELS = {"heartbeat": "heartbeat", "relay": "relay (runner:output to one app elsewhere)"}

@@ -13,10 +13,10 @@ import asyncio
 
 import msgspec
 
-from bench.procs import Procs, RedisServer
 from pairing import keys
 from pairing.relay import OUT, Recipient, RelayService
 from pairing.store import connect
+from tests.support.redis_server import RedisProcess
 
 SIZES = (16, 80, 256, 1024, 4096, 16384)
 
@@ -50,8 +50,7 @@ async def fill(url: str, apps: int, messages: int, size: int) -> tuple[int, int,
 
 
 async def main(apps: int, messages: int) -> None:
-    procs = Procs()
-    server = RedisServer(procs, cpu=1)
+    server = RedisProcess()
     server.start()
     try:
         print(
@@ -68,7 +67,7 @@ async def main(apps: int, messages: int) -> None:
                 f"| {per_msg:,.0f} | {per_msg - size:,.0f} |"
             )
     finally:
-        procs.stop_all()
+        server.close()
 
 
 if __name__ == "__main__":

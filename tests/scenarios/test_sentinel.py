@@ -47,7 +47,7 @@ class SentinelProcess:
             f"sentinel failover-timeout {SERVICE} 10000\n"
         )
         binary = shutil.which("redis-server")
-        assert binary is not None, "redis-server not found; .ci/run installs it"
+        assert binary is not None, "redis-server not found; make test installs it"
         self.proc = subprocess.Popen(
             [binary, str(conf), "--sentinel"],
             stdout=subprocess.DEVNULL,

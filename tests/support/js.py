@@ -2,7 +2,7 @@
 
 ``tests/clients/js/`` pins socket.io-client in package-lock.json; ``node_deps`` installs it with
 ``npm ci`` when ``tests/clients/js/node_modules`` is missing (once per session), and fails with a
-clear message when node or npm is not installed (``.ci/run`` installs both). The scenario
+clear message when node or npm is not installed (``make test`` installs both). The scenario
 script prints JSON lines; ``run_scenario`` collects them by step and ``check_scenario``
 asserts what every step must have seen.
 """
@@ -46,7 +46,7 @@ def _need(binary: str) -> str:
     if path is None:
         pytest.fail(
             f"{binary} is not installed: the JavaScript client tests need Node.js and npm "
-            "(.ci/run installs Debian's nodejs and npm when they are missing)",
+            "(make test installs Debian's nodejs and npm when missing: scripts/test-deps)",
             pytrace=False,
         )
     return path

@@ -38,7 +38,7 @@ def nginx_binary() -> str:
     if found is None:
         pytest.fail(
             "nginx is not installed: the load-balancer test needs it "
-            "(.ci/run installs Debian's nginx when it is missing)",
+            "(make test installs Debian's nginx when it is missing: scripts/test-deps)",
             pytrace=False,
         )
     return found

@@ -1,4 +1,5 @@
-"""A private Redis Cluster for tests: 3 masters and 3 replicas, started and stopped by pid.
+"""A private Redis Cluster for the tests and `make bench-cluster`: 3 masters and 3 replicas,
+started and stopped by pid.
 
 Each node is a ``RedisProcess`` with cluster mode on and its own bus port (``cluster-port``,
 Redis 7), so no port is guessed; ``redis-cli --cluster create`` assigns the slots and the
@@ -21,7 +22,7 @@ from tests.support.redis_server import RedisProcess, free_port
 NODE_TIMEOUT_MS = 1000
 
 
-def _node(port: int | None = None) -> RedisProcess:
+def _node(port: int | None = None, node_timeout_ms: int = NODE_TIMEOUT_MS) -> RedisProcess:
     bus = free_port()
     proc = RedisProcess() if port is None else RedisProcess(port=port)
     proc.extra_args = (
@@ -30,7 +31,7 @@ def _node(port: int | None = None) -> RedisProcess:
         "--cluster-config-file",
         "nodes.conf",
         "--cluster-node-timeout",
-        str(NODE_TIMEOUT_MS),
+        str(node_timeout_ms),
         "--cluster-port",
         str(bus),
         # A replica may take over however long its link to the master was down.
@@ -49,6 +50,7 @@ class RedisClusterProcess:
 
     masters: int = 3
     replicas_per_master: int = 1
+    node_timeout_ms: int = NODE_TIMEOUT_MS
     nodes: list[RedisProcess] = field(default_factory=list)
 
     @property
@@ -61,7 +63,7 @@ class RedisClusterProcess:
         if cli is None:
             raise RuntimeError("redis-cli not found")
         count = self.masters * (1 + self.replicas_per_master)
-        self.nodes = [_node() for _ in range(count)]
+        self.nodes = [_node(node_timeout_ms=self.node_timeout_ms) for _ in range(count)]
         try:
             self._create(cli)
         except BaseException:

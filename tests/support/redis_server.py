@@ -1,4 +1,5 @@
-"""Start and stop private redis-server processes for tests (never the machine's own Redis)."""
+"""Private redis-server processes for the tests and the benchmarks (never the machine's own
+Redis): started on a free port, stopped by pid."""
 
 from __future__ import annotations
 
@@ -32,10 +33,15 @@ class RedisProcess:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not running"
+        return self.proc.pid
+
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server not found; .ci/run installs it")
+            raise RuntimeError("redis-server not found; make test installs it (scripts/test-deps)")
         self.proc = subprocess.Popen(
             [
                 binary,

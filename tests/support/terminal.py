@@ -16,7 +16,7 @@ class Tmux:
 
     def __init__(self, cols: int = 100, rows: int = 30) -> None:
         binary = shutil.which("tmux")
-        assert binary is not None, "tmux is not installed (.ci/run installs it)"
+        assert binary is not None, "tmux is not installed (make test installs it)"
         self.base = [binary, "-L", f"pg-test-{secrets.token_hex(6)}", "-f", "/dev/null"]
         self.cols, self.rows = cols, rows
         self.target = "t"

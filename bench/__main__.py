@@ -1,7 +1,0 @@
-"""``python -m bench`` (``make bench``)."""
-
-import sys
-
-from bench.runner import main
-
-sys.exit(main())
