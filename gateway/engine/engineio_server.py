@@ -73,6 +73,9 @@ _METHODS = frozenset({"GET", "POST", "OPTIONS"})
 
 
 class LeanEngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
+    """python-engineio's server with ``LeanSocket``, ``LeanQueue``, no monitor task, and the
+    Engine.IO v4 answers where python-engineio differs (bad methods, redundant websockets)."""
+
     _async: dict[str, Any]  # the async driver's table of functions and classes
     #: Outgoing bytes allowed to wait for one connection (socketio.max_buffered_bytes).
     max_buffered_bytes: int = 4_194_304
