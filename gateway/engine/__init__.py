@@ -10,7 +10,7 @@
 
 The rest of the gateway uses only the public API of these classes and of python-socketio.
 The upstream methods they replace or call are pinned by a hash of their source in
-``tests/gateway/engine/test_upstream.py``, which fails naming the method when an upgrade
+``tests/gateway/engine/test_upstream_engine.py``, which fails naming the method when an upgrade
 changes one.
 """
 
