@@ -12,16 +12,15 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
-import socketio
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.addresses import parse_networks
 from gateway.config import Settings
-from gateway.events import GatewayOptions, PairingGateway
+from gateway.engine import GatewayServer, build_server
 from gateway.fanout import Fanout
+from gateway.handlers import GatewayOptions, PairingGateway, attach
 from gateway.metrics import Metrics
-from gateway.protocol import is_app_session_id, is_last_seq
-from gateway.server import GatewayServer, build_server, client_address, parse_networks
 from gateway.sweeper import Sweeper
 from pairing import (
     PairingCodeService,
@@ -53,7 +52,7 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
     #: Key and channel names for this deployment shape (hash-tagged on a Redis Cluster).
     layout = keys.layout_for(settings.redis_url)
     metrics = Metrics()
-    sio = build_server(settings)
+    sio = build_server(settings, on_slow_reader=metrics.slow_reader_cuts.inc)
     sio.attach(app, socketio_path="socket.io")
 
     async def send(sid: str, event: str, data: Any) -> None:
@@ -140,9 +139,7 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
         store_timeout_s=settings.store_timeout_s,
         layout=layout,
     )
-    _wire_socket_events(sio, gateway, parse_networks(settings.trusted_proxies))
-    sio.after_connect = gateway.after_connect
-    sio.eio.on_slow_reader = metrics.slow_reader_cuts.inc
+    attach(sio, gateway, parse_networks(settings.trusted_proxies))
 
     app[SETTINGS] = settings
     app[STORE] = store
@@ -157,42 +154,6 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
     return app
-
-
-def _wire_socket_events(sio: GatewayServer, gateway: PairingGateway, trusted: list[Any]) -> None:
-    @sio.on("connect")  # type: ignore[untyped-decorator]
-    async def on_connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        app_session_id = last_seq = None
-        if auth is not None:
-            if not isinstance(auth, dict):
-                raise socketio.exceptions.ConnectionRefusedError(
-                    "auth must be an object", {"error": "INVALID_PAYLOAD"}
-                )
-            app_session_id = auth.get("appSessionId")
-            if app_session_id is not None and not is_app_session_id(app_session_id):
-                raise socketio.exceptions.ConnectionRefusedError(
-                    "auth.appSessionId must be 16-128 chars of A-Z a-z 0-9 _ -",
-                    {"error": "INVALID_PAYLOAD"},
-                )
-            last_seq = auth.get("lastSeq")
-            if last_seq is not None and not is_last_seq(last_seq):
-                raise socketio.exceptions.ConnectionRefusedError(
-                    "auth.lastSeq must be a non-negative integer", {"error": "INVALID_PAYLOAD"}
-                )
-        await gateway.connected(
-            sid, client_address(environ, trusted), app_session_id, last_seq=last_seq
-        )
-        sio.slim_environ(sid)
-
-    @sio.on("disconnect")  # type: ignore[untyped-decorator]
-    async def on_disconnect(sid: str, reason: Any = None) -> None:
-        try:
-            await gateway.disconnected(sid)
-        except Exception:
-            log.exception("disconnect handling failed")
-
-    # every other event, straight from the socket's queue (GatewayServer._drain)
-    sio.event_handler = gateway.dispatch
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.lean import LeanSocket
+from gateway.engine.socket import LeanSocket
 from tests.support.gateways import RunningGateway
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]

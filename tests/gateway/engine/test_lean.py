@@ -8,7 +8,8 @@ import logging
 import pytest
 from engineio import exceptions, packet
 
-from gateway.lean import LeanQueue, LeanSocket
+from gateway.engine.queue import LeanQueue
+from gateway.engine.socket import LeanSocket
 
 
 async def test_fifo_and_get_waits_for_put() -> None:

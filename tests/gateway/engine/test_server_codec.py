@@ -1,7 +1,7 @@
 """GatewayServer's own EVENT decode and ACK/EVENT encode agree with python-socketio's Packet.
 
 The gateway reads the common EVENT shape and writes acks and emits without python-socketio's
-packet objects (gateway/server.py); whatever it takes, it must read exactly as Packet does,
+packet objects (gateway/engine/packets.py); whatever it takes, it must read exactly as Packet does,
 and whatever it declines must be left to Packet.
 """
 
@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from socketio import packet
 
-from gateway.codec import MsgspecJSON
-from gateway.server import _parse_event, _plain
+from gateway.engine.codec import MsgspecJSON
+from gateway.engine.packets import parse_event, plain
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
@@ -46,7 +46,7 @@ def _encoded_events() -> st.SearchStrategy[str]:
 @settings(max_examples=300, deadline=None)
 @given(_encoded_events())
 def test_an_event_taken_is_read_as_python_socketio_reads_it(encoded: str) -> None:
-    taken = _parse_event(encoded)
+    taken = parse_event(encoded)
     if taken is None:
         return  # left to python-socketio
     pkt = Packet(encoded_packet=encoded)
@@ -58,12 +58,12 @@ def test_an_event_taken_is_read_as_python_socketio_reads_it(encoded: str) -> Non
 @given(st.lists(json_values, max_size=3), st.none() | st.integers(0, 10**17))
 def test_the_usual_event_is_taken(args: list[Any], id: int | None) -> None:
     encoded = "2" + ("" if id is None else str(id)) + MsgspecJSON.dumps(["ev", *args])
-    assert _parse_event(encoded) == (id, ["ev", *args])
+    assert parse_event(encoded) == (id, ["ev", *args])
 
 
 def test_what_is_declined() -> None:
     for encoded in ('2/admin,1["a"]', '21-["a"]', '2{"a":1}', "2", "21", '2["a"', "2[1,]"):
-        assert _parse_event(encoded) is None, encoded
+        assert parse_event(encoded) is None, encoded
 
 
 binary_or_json = st.recursive(
@@ -77,7 +77,7 @@ binary_or_json = st.recursive(
 
 @given(binary_or_json)
 def test_plain_is_what_python_socketio_would_send_without_attachments(value: Any) -> None:
-    assert _plain(value) is not packet.Packet.data_is_binary(value)
+    assert plain(value) is not packet.Packet.data_is_binary(value)
 
 
 @given(st.lists(json_values, max_size=3), st.integers(0, 10**9))

@@ -1,7 +1,7 @@
 """python-engineio and python-socketio internals that the gateway replaces or relies on.
 
-``gateway.lean`` (python-engineio) and ``gateway.server.GatewayServer`` (python-socketio)
-override private methods and call private ones. An upgrade that changes one of them can
+``gateway.engine`` (python-engineio's server and socket, python-socketio's ``GatewayServer``)
+overrides private methods and calls private ones. An upgrade that changes one of them can
 break the gateway silently, so each is recorded here by a hash of its source, taken from
 the versions in ``RECORDED_WITH``. A failure names the method: read its new source, check
 what our override assumes (the reason beside each entry), then record the new hash.
@@ -20,15 +20,16 @@ import pytest
 import socketio
 from engineio.async_drivers import aiohttp as engineio_aiohttp
 
-from gateway.lean import LeanEngineIOServer, LeanSocket, _WebSocket
-from gateway.server import GatewayServer
+from gateway.engine import GatewayServer
+from gateway.engine.engineio_server import LeanEngineIOServer, _WebSocket
+from gateway.engine.socket import LeanSocket
 
 #: The distributions the hashes below were taken from.
 RECORDED_WITH = {"python-engineio": "4.15.1", "python-socketio": "5.18.1"}
 
 #: qualified name -> (sha256 of its source, first 16 hex digits; what we depend on).
 UPSTREAM: dict[str, tuple[str, str]] = {
-    # python-engineio: gateway/lean.py
+    # python-engineio: gateway/engine/engineio_server.py, socket.py
     "engineio.base_server.BaseServer.__init__": (
         "a06b17502fbd9646",
         "LeanEngineIOServer.__init__: monitor_clients, self._async, self.sockets",
@@ -143,7 +144,7 @@ UPSTREAM: dict[str, tuple[str, str]] = {
         "9c7975664d815d3d",
         "bounded by Payload.max_decode_packets, which LeanEngineIOServer raises",
     ),
-    # python-socketio: gateway/server.py
+    # python-socketio: gateway/engine/socketio_server.py, packets.py
     "socketio.async_server.AsyncServer.__init__": (
         "7ae671981d87c57f",
         "GatewayServer.__init__ calls it; it hands unknown kwargs to the engine",
@@ -171,7 +172,7 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     ),
     "socketio.packet.Packet.decode": (
         "61ad7904b539f472",
-        "_parse_event reads the EVENT packets it takes as this decodes them",
+        "parse_event reads the EVENT packets it takes as this decodes them",
     ),
     "socketio.packet.Packet.encode": (
         "513c45be75181da2",

@@ -1,33 +1,24 @@
-"""The Socket.IO server: python-socketio's AsyncServer, hardened against hostile input.
-
-Every use of python-socketio's internals is in ``GatewayServer`` (python-engineio's are in
-``gateway.lean``); tests/test_upstream_engine.py fails, naming the method, when an upgrade
-changes one of the upstream methods it replaces or relies on.
-"""
+"""python-socketio's AsyncServer, hardened against hostile input and run one inbox per socket."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
-import re
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
 from socketio import packet
 
-from gateway.codec import MsgspecJSON
 from gateway.config import Settings
-from gateway.lean import LeanEngineIOServer
+from gateway.engine.codec import MsgspecJSON
+from gateway.engine.engineio_server import LeanEngineIOServer
+from gateway.engine.packets import EVENT_HEADER, dumps, parse_event, plain
 from gateway.protocol import ErrorCode, error_ack
 
 log = logging.getLogger("gateway.server")
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 #: Events queued per connection before its reads pause.
 MAX_PENDING_EVENTS = 256
@@ -185,8 +176,8 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         python-socketio's packet objects and their search for binary data.
         """
         args = [] if ack is None else list(ack) if isinstance(ack, tuple) else [ack]
-        if _plain(args):
-            await self.eio.send_text(eio_sid, f"{packet.ACK}{id}{_dumps(args)}")
+        if plain(args):
+            await self.eio.send_text(eio_sid, f"{packet.ACK}{id}{dumps(args)}")
         else:
             await self._send_packet(
                 eio_sid, self.packet_class(packet.ACK, namespace="/", id=id, data=args)
@@ -202,8 +193,8 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         if eio_sid is None:
             return  # not (or no longer) connected, as the manager finds no participant
         args = [str(event) if isinstance(event, str) else event, data]  # a StrEnum: its value
-        if _plain(args):
-            await self.eio.send_text(eio_sid, f"{packet.EVENT}{_dumps(args)}")
+        if plain(args):
+            await self.eio.send_text(eio_sid, f"{packet.EVENT}{dumps(args)}")
         else:
             await self.emit(event, data, to=sid)
 
@@ -229,7 +220,7 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         pending = self._binary_packet.get(eio_sid)
         if pending is None and type(data) is str and data[:1] == "2":
-            event = _parse_event(data)
+            event = parse_event(data)
             if event is not None:
                 await self._handle_event(eio_sid, "/", event[0], event[1])
                 return
@@ -245,7 +236,7 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
                 del self._binary_packet[eio_sid]
                 if pending.packet_type == packet.BINARY_EVENT:
                     await self._ack_unparsed(eio_sid, pending.namespace, pending.id)
-            elif isinstance(data, str) and (match := _EVENT_HEADER.match(data)):
+            elif isinstance(data, str) and (match := EVENT_HEADER.match(data)):
                 # An event whose body did not parse (bad JSON, nested too deeply for the
                 # decoder) still names its ack id: answer it, unless it was handled.
                 try:
@@ -266,53 +257,11 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
             log.info("could not ack a malformed packet", extra={"error": repr(exc)[:200]})
 
 
-_dumps = MsgspecJSON.dumps
-_decode_json = MsgspecJSON.loads
-_SCALARS = frozenset({str, int, bool, float, type(None)})
-#: Digits of an ack id read by ``_parse_event`` (python-socketio reads up to 100).
-_MAX_ID_DIGITS = 18
-
-
-def _parse_event(data: str) -> tuple[int | None, list[Any]] | None:
-    """An EVENT packet of the default namespace: (ack id, [name, *args]), else None.
-
-    Only the common shape, ``2`` then an optional ack id then a JSON array, which
-    python-socketio's ``Packet`` decodes to the same; anything else (a namespace, an
-    attachment count, a body that is not an array or does not parse) is None and left
-    to python-socketio, with its answers for bad packets.
-    """
-    end = len(data)
-    i = 1
-    while i < end and "0" <= data[i] <= "9":
-        i += 1
-    if i == end or data[i] != "[" or i - 1 > _MAX_ID_DIGITS:
-        return None
-    try:
-        args = _decode_json(data[i:])
-    except Exception:
-        return None
-    if type(args) is not list:
-        return None
-    return (int(data[1:i]) if i > 1 else None), args
-
-
-def _plain(value: Any) -> bool:
-    """Whether ``value`` holds JSON types only (no bytes: those need binary attachments)."""
-    kind = type(value)
-    if kind in _SCALARS:
-        return True
-    if kind is dict:
-        return all(type(v) in _SCALARS or _plain(v) for v in value.values())
-    if kind is list:
-        return all(type(v) in _SCALARS or _plain(v) for v in value)
-    return False
-
-
-#: The header of a Socket.IO EVENT or BINARY_EVENT packet that carries an ack id.
-_EVENT_HEADER = re.compile(r"^[25](?:\d+-)?(?:(?P<ns>/[^,]*),)?(?P<id>\d{1,100})(?!\d)")
-
-
-def build_server(settings: Settings) -> GatewayServer:
+def build_server(
+    settings: Settings, *, on_slow_reader: Callable[[], None] | None = None
+) -> GatewayServer:
+    """The server as ``settings.socketio`` configures it; ``on_slow_reader`` is called for
+    every connection cut for exceeding ``max_buffered_bytes``."""
     sio_cfg = settings.socketio
     server = GatewayServer(
         async_mode="aiohttp",
@@ -329,30 +278,5 @@ def build_server(settings: Settings) -> GatewayServer:
         engineio_logger=False,
     )
     server.eio.max_buffered_bytes = sio_cfg.max_buffered_bytes
+    server.eio.on_slow_reader = on_slow_reader
     return server
-
-
-def parse_networks(entries: Sequence[str]) -> list[Network]:
-    return [ipaddress.ip_network(e, strict=False) for e in entries]
-
-
-def client_address(environ: dict[str, Any], trusted: Sequence[Network]) -> str:
-    """The peer address, or the nearest untrusted X-Forwarded-For hop behind trusted proxies."""
-    request = environ.get("aiohttp.request")
-    peer = getattr(request, "remote", None) or "unknown"
-    if not trusted or not _is_trusted(peer, trusted):
-        return str(peer)
-    forwarded = str(environ.get("HTTP_X_FORWARDED_FOR", ""))
-    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-    for hop in reversed(hops):
-        if not _is_trusted(hop, trusted):
-            return hop
-    return hops[0] if hops else str(peer)
-
-
-def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in trusted)

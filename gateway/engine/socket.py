@@ -1,108 +1,21 @@
-"""python-engineio, adapted: every use of its internals is in this module.
+"""python-engineio's socket, without a task, timer or coroutine per message or per wait.
 
-(python-socketio's are in ``gateway.server.GatewayServer``; tests/test_upstream_engine.py
-fails, naming the method, when an upgrade changes one of the upstream methods these replace
-or rely on.)
-
-Leaner per-connection objects, for memory per idle connection.
-
-python-engineio gives every connection an ``asyncio.Queue`` for outgoing packets: five
-deques and an Event, about 3.7 KiB, most of an idle runner's Python-level footprint beside
-aiohttp's own. ``LeanQueue`` is the subset of that interface engineio uses (one consumer,
-the connection's writer), holding a deque only while packets wait. ``LeanSocket`` keeps one
-timer per connection for pings and ping timeouts, and reads and writes its websocket
-without a task or timer per message.
+``LeanSocket`` keeps one timer per connection for pings and ping timeouts, reads and writes
+its websocket without a task or timer per message, and cuts a reader too slow for
+``max_buffered_bytes``. python-engineio creates stock sockets; ``LeanEngineIOServer``'s socket
+table hands each one this class.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
-from collections import deque
 from typing import Any
 
-import engineio
 from aiohttp.web import WebSocketResponse
 from engineio import exceptions, packet
-from engineio.async_drivers import aiohttp as engineio_aiohttp
 from engineio.async_socket import AsyncSocket
-from engineio.payload import Payload
-
-
-class LeanQueue:
-    __slots__ = ("_getters", "_items", "_joiners", "_unfinished")
-
-    def __init__(self, *_: Any, **__: Any) -> None:
-        self._items: deque[Any] | None = None
-        self._getters: list[asyncio.Future[None]] | None = None
-        self._joiners: list[asyncio.Future[None]] | None = None
-        self._unfinished = 0
-
-    def qsize(self) -> int:
-        return len(self._items) if self._items else 0
-
-    def empty(self) -> bool:
-        return not self._items
-
-    def put_nowait(self, item: Any) -> None:
-        if self._items is None:
-            self._items = deque()
-        self._items.append(item)
-        self._unfinished += 1
-        getters = self._getters
-        if getters:
-            self._getters = None
-            for fut in getters:
-                if not fut.done():
-                    fut.set_result(None)
-
-    async def put(self, item: Any) -> None:
-        self.put_nowait(item)
-
-    def get_nowait(self) -> Any:
-        if not self._items:
-            raise asyncio.QueueEmpty
-        return self._take(self._items)
-
-    def _take(self, items: deque[Any]) -> Any:
-        item = items.popleft()
-        if not items:
-            self._items = None  # an idle connection holds no deque
-        return item
-
-    async def get(self) -> Any:
-        while not self._items:
-            fut = asyncio.get_running_loop().create_future()
-            if self._getters is None:
-                self._getters = []
-            self._getters.append(fut)
-            try:
-                await fut
-            finally:
-                if self._getters is not None and fut in self._getters:
-                    self._getters.remove(fut)
-        return self._take(self._items)
-
-    def task_done(self) -> None:
-        if self._unfinished <= 0:
-            raise ValueError("task_done() called too many times")
-        self._unfinished -= 1
-        if self._unfinished == 0 and self._joiners:
-            joiners, self._joiners = self._joiners, None
-            for fut in joiners:
-                if not fut.done():
-                    fut.set_result(None)
-
-    async def join(self) -> None:
-        while self._unfinished > 0:
-            fut = asyncio.get_running_loop().create_future()
-            if self._joiners is None:
-                self._joiners = []
-            self._joiners.append(fut)
-            await fut
-
 
 #: Sockets ending on a missed pong, held until they have ended.
 _expiring: set[asyncio.Task[None]] = set()
@@ -438,26 +351,6 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         await self.send(packet.Packet(packet.MESSAGE, data=text))
 
 
-class _WebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
-    """engineio's aiohttp websocket, negotiating permessage-deflate only when configured.
-
-    aiohttp's ``WebSocketResponse`` accepts the extension whenever a client offers it (the
-    official clients, browsers and most mobile stacks do): a zlib compressor and
-    decompressor held for the life of every connection, and deflate on every small frame.
-    """
-
-    async def __call__(self, environ: dict[str, Any]) -> WebSocketResponse:
-        request = environ["aiohttp.request"]
-        self._sock = WebSocketResponse(
-            max_msg_size=self.server.max_http_buffer_size,
-            compress=self.server.websocket_compression,
-        )
-        await self._sock.prepare(request)
-        self.environ = environ
-        await self.handler(self)
-        return self._sock
-
-
 #: Longest text written ahead of the writer task: at most 16 KiB of UTF-8, which aiohttp
 #: writes (and, with compression on, compresses) without awaiting.
 _WRITE_THROUGH_MAX = 4096
@@ -475,100 +368,3 @@ async def close_websocket(environ: dict[str, Any]) -> WebSocketResponse:
     await ws.prepare(environ["aiohttp.request"])
     await ws.close()
     return ws
-
-
-def _ms(seconds: float) -> int:
-    return round(seconds * 1000)
-
-
-async def _send_handshake(socket: Any, pkt: Any) -> None:
-    """A new socket's first send, its OPEN packet: the timings in exact milliseconds.
-
-    engineio announces ``int(interval + grace) * 1000``, truncating any fractional interval
-    (0.3 s is announced as 0, 2.5 s as 2000) and ``int(timeout * 1000)`` (4.35 s as 4349),
-    so clients would time the connection out early.
-    """
-    del socket.send  # every later send is the class's own
-    if pkt.packet_type == packet.OPEN and isinstance(pkt.data, dict):
-        server = socket.server
-        pkt.data["pingInterval"] = _ms(server.ping_interval + server.ping_interval_grace_period)
-        pkt.data["pingTimeout"] = _ms(server.ping_timeout)
-    await socket.send(pkt)
-
-
-class _SocketTable(dict[str, Any]):
-    """engineio's sid -> socket dict, handing every new socket the lean class."""
-
-    def __setitem__(self, sid: str, socket: Any) -> None:
-        if type(socket) is AsyncSocket:
-            socket.__class__ = LeanSocket
-            # engineio's connect sends the OPEN packet right after this; an instance
-            # attribute for that one send leaves the class's send (the hot path) untouched
-            socket.send = functools.partial(_send_handshake, socket)
-        super().__setitem__(sid, socket)
-
-
-#: Methods an Engine.IO v4 server answers; any other is a 400 (engineio: 405, or aiohttp's
-#: own 405 for methods without a route).
-_METHODS = frozenset({"GET", "POST", "OPTIONS"})
-
-
-class LeanEngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
-    _async: dict[str, Any]  # the async driver's table of functions and classes
-    #: Outgoing bytes allowed to wait for one connection (socketio.max_buffered_bytes).
-    max_buffered_bytes: int = 4_194_304
-    #: Called when a connection is cut for exceeding it (a metric).
-    on_slow_reader: Any = None
-
-    def __init__(self, *args: Any, websocket_compression: bool = False, **kwargs: Any) -> None:
-        # Each LeanSocket times out on its own timer; engineio's monitor task would wake
-        # len(sockets) times per ping timeout, each wake a wait_for, to find the same.
-        kwargs["monitor_clients"] = False
-        super().__init__(*args, **kwargs)
-        # engineio drops a whole long-polling POST that carries more than 16 packets
-        # (``Payload.max_decode_packets``), but socket.io-client batches every packet queued
-        # while a POST is in flight, bounded only by the payload size: an app emitting 17
-        # commands in a burst over polling lost all of them. Bound the count by the byte
-        # limit instead (a packet takes at least 2 bytes), as websocket frames already are.
-        Payload.max_decode_packets = max(Payload.max_decode_packets, self.max_http_buffer_size // 2)
-        self.websocket_compression = websocket_compression
-        self.sockets = _SocketTable()
-        # the driver's table is shared by every server of the process: replace, not mutate
-        self._async = {**self._async, "websocket": _WebSocket}
-
-    def create_queue(self, *args: Any, **kwargs: Any) -> LeanQueue:
-        return LeanQueue()
-
-    async def send_text(self, sid: str, text: str) -> None:
-        """engineio's ``send`` of a text message, written through when nothing waits."""
-        socket = self.sockets.get(sid)
-        if socket is None or socket.closed:
-            return  # engineio's send_packet: the socket is not available
-        await socket.send_text(text)
-
-    def attach(self, app: Any, engineio_path: str = "engine.io") -> None:
-        """engineio's routes (GET, POST, OPTIONS), and every other method to the server too."""
-        super().attach(app, engineio_path)
-        path = "/" + engineio_path.strip("/") + "/"
-        app.router.add_route("*", path, self.handle_request)
-
-    async def handle_request(self, request: Any) -> Any:
-        """engineio's request handling, answering as Engine.IO v4 specifies where it differs.
-
-        A missing ``transport`` (engineio assumes polling) or a method other than GET, POST
-        and OPTIONS is a 400; a websocket for a session already upgraded is accepted and
-        closed (engineio answers 400, which a websocket client takes for an error).
-        """
-        method = request.method
-        if method != "OPTIONS":
-            query = request.query
-            if method not in _METHODS or "transport" not in query:
-                message = "Invalid transport" if method in _METHODS else "Bad request method"
-                environ = self._async["translate_request"](request)
-                return await self._make_response(self._bad_request(message), environ)
-            sid = query.get("sid")
-            if sid is not None and request.headers.get("Upgrade", "").lower() == "websocket":
-                socket = self.sockets.get(sid)
-                if socket is not None and socket.upgraded:
-                    return await close_websocket({"aiohttp.request": request})
-        return await super().handle_request(request)
