@@ -38,6 +38,7 @@ from typing import Any
 import msgspec
 
 from pairing import keys
+from pairing.envelope import PUBLISH_ENVELOPE, published
 from pairing.scripts import NOW_MS, SESSION_RUNNER, Script, as_str, preload
 from pairing.store import Redis
 
@@ -47,22 +48,10 @@ _KEY_CACHE_SIZE = 4096
 OUT = "out"  # terminal:output, runner -> app
 IN = "in"  # terminal:input, app -> runner
 
-#: Lua: msgpack encoding of a non-negative integer, and one message appended to a stream:
-#: seq INCR, hold append and trim by count and bytes, TTLs. Returns the message's seq.
+#: Lua: one message appended to a stream: seq INCR, hold append and trim by count and bytes,
+#: TTLs. Returns the message's seq. A script that also publishes the message wraps it with
+#: ``envelope(prefix, blob, seq)`` (``pairing.envelope.PUBLISH_ENVELOPE``).
 _RELAY_FUNCTIONS = """
-local function pack_uint(n)
-  if n < 128 then return string.char(n) end
-  if n < 65536 then return string.char(0xcd, math.floor(n / 256), n % 256) end
-  if n < 4294967296 then
-    return string.char(0xce, math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
-      math.floor(n / 256) % 256, n % 256)
-  end
-  local hi, lo = math.floor(n / 4294967296), n % 4294967296
-  return string.char(0xcf, math.floor(hi / 16777216) % 256, math.floor(hi / 65536) % 256,
-    math.floor(hi / 256) % 256, hi % 256, math.floor(lo / 16777216) % 256,
-    math.floor(lo / 65536) % 256, math.floor(lo / 256) % 256, lo % 256)
-end
-
 local function relay(seq_key, hold_key, bytes_key, blob, max_msgs, max_bytes, ttl, seq_ttl)
   local seq = redis.call('INCR', seq_key)
   if max_msgs <= 0 then
@@ -117,7 +106,8 @@ end
 #: the script (``_limits_header``). Returns {1, seq...} (in expected order) or
 #: {0, actual app...} when the expectation is wrong.
 _OUTPUT = (
-    _RELAY_FUNCTIONS
+    PUBLISH_ENVELOPE
+    + _RELAY_FUNCTIONS
     + """
 local target = ARGV[1]
 local members
@@ -146,7 +136,7 @@ for i = 1, n do
   local a, k = 1 + 3 * i, 3 * i - 1
   local seq = relay(KEYS[k], KEYS[k + 1], KEYS[k + 2], blob, MAX_MSGS, MAX_BYTES, TTL, SEQ_TTL)
   if ARGV[a + 1] ~= '' then
-    redis.call('PUBLISH', ARGV[a + 1], ARGV[a + 2] .. blob .. '\\160' .. pack_uint(seq))
+    redis.call('PUBLISH', ARGV[a + 1], envelope(ARGV[a + 2], blob, seq))
   end
   out[#out + 1] = seq
 end
@@ -162,6 +152,7 @@ return out
 _INPUT = (
     NOW_MS
     + SESSION_RUNNER
+    + PUBLISH_ENVELOPE
     + _RELAY_FUNCTIONS
     + """
 local runner = session_runner(redis.call('GET', KEYS[1]))
@@ -172,7 +163,7 @@ if not hb or now - hb > HB_TIMEOUT then return {1} end
 local blob = ARGV[4]
 local seq = relay(KEYS[2], KEYS[3], KEYS[4], blob, MAX_MSGS, MAX_BYTES, TTL, SEQ_TTL)
 if ARGV[2] ~= '' then
-  redis.call('PUBLISH', ARGV[2], ARGV[3] .. blob .. '\\160' .. pack_uint(seq))
+  redis.call('PUBLISH', ARGV[2], envelope(ARGV[3], blob, seq))
 end
 return {3, seq}
 """
@@ -206,6 +197,7 @@ return {seq, first, redis.call('LRANGE', KEYS[2], start, -1)}
 #: unpair left behind).
 _OUTPUT_ONE = (
     SESSION_RUNNER
+    + PUBLISH_ENVELOPE
     + _RELAY_FUNCTIONS
     + """
 if session_runner(redis.call('GET', KEYS[1])) ~= ARGV[1] then return 0 end
@@ -213,7 +205,7 @@ local blob = ARGV[2]
 local seq = relay(KEYS[2], KEYS[3], KEYS[4], blob, tonumber(ARGV[3]), tonumber(ARGV[4]),
   tonumber(ARGV[5]), tonumber(ARGV[6]))
 if ARGV[7] == '1' then
-  redis.call('SPUBLISH', ARGV[8], ARGV[9] .. blob .. '\\160' .. pack_uint(seq))
+  redis.call('SPUBLISH', ARGV[8], envelope(ARGV[9], blob, seq))
 end
 return seq
 """
@@ -246,13 +238,6 @@ local seq = relay(KEYS[2], KEYS[3], KEYS[4], ARGV[3], tonumber(ARGV[4]), tonumbe
 return {3, seq}
 """
 )
-
-_encode_uint = msgspec.msgpack.Encoder().encode
-
-
-def _published(prefix: bytes, blob: bytes, seq: int) -> bytes:
-    """What the scripts publish: the envelope prefix, the held blob, keep '' and the seq."""
-    return prefix + blob + b"\xa0" + _encode_uint(seq)
 
 
 def _limits_header(
@@ -469,7 +454,7 @@ class RelayService:
         seq = int(reply[1])
         if channel is not None:
             await self.redis.execute_command(  # type: ignore[no-untyped-call]
-                layout.publish_command, channel, _published(prefix, blob, seq)
+                layout.publish_command, channel, published(prefix, blob, seq)
             )
         return InputResult(status, expected_runner, seq)
 
