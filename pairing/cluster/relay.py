@@ -54,9 +54,9 @@ return seq
 )
 
 #: Input, the app's slot. KEYS: the app's session, its "in" seq, hold, bytes. ARGV:
-#: expected runner, its heartbeat fresh ('1'/'0', from ``_FRESH`` just before), blob, max
-#: messages, max bytes, hold ttl ms, seq ttl ms. Returns as ``_INPUT`` (the publish is the
-#: caller's next step, on the runner's slot).
+#: expected runner, its heartbeat fresh ('1'/'0', from ``scripts.ONLINE`` just before), blob,
+#: max messages, max bytes, hold ttl ms, seq ttl ms. Returns as the one-Redis input script
+#: (the publish is the caller's next step, on the runner's slot).
 _INPUT_APP = (
     SESSION_RUNNER
     + HOLD_APPEND
