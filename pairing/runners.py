@@ -46,47 +46,6 @@ redis.call('SET', heartbeat_key, string.format('%.0f', now), 'PX', heartbeat_ttl
 redis.call('ZADD', last_seen_key, now, runner)
 """
 
-#: Cluster, an index shard: KEYS[1] gets runner ARGV[1] at now. Returns now.
-INDEX = (
-    NOW_MS
-    + """
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-return string.format('%.0f', now)
-"""
-)
-
-#: Cluster, the runner's slot. KEYS: owner, heartbeat, index mark. ARGV: conn, heartbeat ttl
-#: ms, mark ttl ms. Returns the previous owner or ''.
-CLAIM_SLOT = (
-    NOW_MS
-    + """
-local previous = redis.call('GET', KEYS[1]) or ''
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[2])
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
-return previous
-"""
-)
-
-#: Cluster, the runner's slot: ``_OWNED_BEAT`` without the index. KEYS: owner, heartbeat,
-#: index mark. ARGV: conn, heartbeat ttl ms, mark ttl ms. Returns 0 when taken over, 1 when
-#: written, 2 when written and the index entry is due (mark expired, or owner re-claimed).
-_OWNED_BEAT_SLOT = (
-    NOW_MS
-    + """
-local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[2])
-local due = 1
-if not owner then
-  redis.call('SET', KEYS[1], ARGV[1])
-  due = 2
-end
-if redis.call('SET', KEYS[3], '1', 'PX', ARGV[3], 'NX') then due = 2 end
-return due
-"""
-)
-
 #: KEYS: owner, heartbeat, last_seen. ARGV: runner, conn, ttl ms. Returns previous owner or ''.
 _CLAIM = (
     NOW_MS
@@ -165,50 +124,6 @@ end
 return out
 """
 )
-
-
-# -- on a cluster: the runner's slot, the apps' slots, then the index shard's ----------------
-
-#: Runner slot. KEYS: owner, heartbeat, apps set, tokens, index mark. ARGV: conn ('' for a
-#: sweep: then the runner must be stale), timeout ms. Forgets the runner (owner, heartbeat and
-#: index mark, so that a heartbeat after this writes the index entry again) and returns
-#: {'gone', now, app, token, ...} with its set's members; {'alive', heartbeat} when a sweep
-#: finds it beating again; false when ``conn`` does not own it.
-_FORGET = (
-    NOW_MS
-    + """
-if ARGV[1] ~= '' then
-  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-else
-  local hb = tonumber(redis.call('GET', KEYS[2]))
-  if hb and now - hb <= tonumber(ARGV[2]) then return {'alive', string.format('%.0f', hb)} end
-end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[5])
-local out = {'gone', string.format('%.0f', now)}
-for _, app in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  out[#out + 1] = app
-  out[#out + 1] = redis.call('HGET', KEYS[4], app) or ''
-end
-return out
-"""
-)
-
-#: Index shard slot. KEYS: shard. ARGV: timeout ms, limit. Stale runners, with their scores.
-_STALE = (
-    NOW_MS
-    + """
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]),
-  'LIMIT', 0, tonumber(ARGV[2]))
-"""
-)
-
-#: Index shard slot. KEYS: shard. ARGV: runner, time. Drops the runner's entry unless a
-#: heartbeat newer than ``time`` (a new registration) has moved it on.
-_UNINDEX = """
-local score = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]))
-if score and score <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
-return 1
-"""
 
 
 class RunnerBackend(Protocol):
