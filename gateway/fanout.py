@@ -27,7 +27,9 @@ from typing import Any
 import msgspec
 
 from gateway.tasks import cancel_and_wait
+from pairing import envelope as envelope_codec
 from pairing import keys
+from pairing.envelope import Envelope
 from pairing.store import Redis
 from pairing.store.subscriber import Subscriber, subscriber_for
 
@@ -41,21 +43,8 @@ LocalDisconnect = Callable[[str], Awaitable[None]]
 LocalMoved = Callable[[str], Awaitable[None]]
 
 
-class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
-    kind: str  # "emit", "evict", or "moved" (a replica gave up the room after an evict)
-    room: str
-    origin: str
-    event: str = ""
-    data: Any = None
-    keep: str = ""
-    #: A relayed terminal message's seq, added to ``data`` on delivery (0: none).
-    seq: int = 0
-
-
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(Envelope).decode
-#: msgpack array header of an Envelope with every field present (kind ... seq).
-_FULL_ENVELOPE = bytes([0x90 | len(Envelope.__struct_fields__)])
+_encode = envelope_codec.encode
+_decode = envelope_codec.decode
 
 _PING_EVERY_S = 5.0
 _PONG_DEADLINE_S = 10.0
@@ -177,16 +166,9 @@ class Fanout:
             await self.redis.publish(self.layout.room_channel(room), message)
 
     def envelope_prefix(self, room: str, event: str) -> bytes:
-        """An emit Envelope up to its ``data``: a script appends data, keep ('') and seq."""
-        return b"".join(
-            (
-                _FULL_ENVELOPE,
-                _encode("emit"),
-                _encode(room),
-                _encode(self.replica_id),
-                _encode(event),
-            )
-        )
+        """An emit Envelope up to its ``data``: a relay script appends data, keep and seq
+        (``pairing.envelope``)."""
+        return envelope_codec.emit_prefix(room, self.replica_id, event)
 
     async def deliver_here(self, room: str, event: str, data: Any) -> None:
         """Deliver to the room's sockets on this replica (nothing if it has none now)."""

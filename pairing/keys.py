@@ -115,10 +115,10 @@ class KeyLayout:
 
     The single-node layout is the functions above, unchanged. The cluster layout puts a
     hash tag in every key so that each script's keys share a slot: per-runner keys are
-    tagged ``{<runnerId>}``, per-app keys ``{<appSessionId>}``, exactly as the three seed
-    families print their braces. Keys every replica shares (the sweeper's index, its locks,
-    the history) are split into ``SHARDS`` keys whose tags are spread evenly over the 16384
-    slots, so none of them is one hot slot on one master.
+    tagged ``{<runnerId>}``, per-app keys ``{<appSessionId>}``, exactly as the pairing
+    session service's three key families print their braces. Keys every replica shares (the
+    sweeper's index, its locks, the history) are split into ``SHARDS`` keys whose tags are
+    spread evenly over the 16384 slots, so none of them is one hot slot on one master.
 
     Room channels follow the same rule: in the cluster layout a room's channel carries the
     room's app or runner id as its hash tag (``gateway:room:app:{<appSessionId>}``,

@@ -3,16 +3,16 @@
 A window opens at the first counted failure of a subject (the counter's key gets the window
 as TTL) and closes when the key expires; no clock is read, so replicas cannot disagree.
 
-In the cluster layout each subject's counter is on its own slot
-(``ratelimit:<scope>:{<subject>}``), so a call on several subjects sends one command per
-subject, all at once, instead of one for all.
+On one Redis a call on several subjects is one command (``OneRedisRateLimit``); on a
+cluster each subject's counter is on its own slot (``pairing.cluster.ratelimit``).
 """
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any, Protocol
 
 from pairing import keys
+from pairing.cluster.ratelimit import ClusterRateLimit
 from pairing.scripts import Script, preload
 from pairing.store import Redis
 
@@ -28,8 +28,35 @@ return counts
 """
 
 
+class RateLimitBackend(Protocol):
+    """What differs between one Redis and a cluster; ``ClusterRateLimit`` is the other."""
+
+    async def counts(self, subject_keys: tuple[str, ...]) -> list[Any]: ...
+    async def hit(self, subject_keys: tuple[str, ...], window_ms: int) -> list[int]: ...
+    async def reset(self, subject_keys: tuple[str, ...]) -> None: ...
+
+
+class OneRedisRateLimit:
+    """Every subject's counter in one command."""
+
+    def __init__(self, redis: Redis, hit: Script) -> None:
+        self.redis = redis
+        self._hit = hit
+
+    async def counts(self, subject_keys: tuple[str, ...]) -> list[Any]:
+        return list(await self.redis.mget(list(subject_keys)))
+
+    async def hit(self, subject_keys: tuple[str, ...], window_ms: int) -> list[int]:
+        counts = await self._hit(list(subject_keys), [window_ms])
+        return [int(c) for c in counts]
+
+    async def reset(self, subject_keys: tuple[str, ...]) -> None:
+        await self.redis.delete(*subject_keys)
+
+
 class RateLimitService:
-    """``limit`` counted events per ``window_s`` per subject; one round trip per call."""
+    """``limit`` counted events per ``window_s`` per subject; one round trip per call on one
+    Redis, one per subject (at once) on a cluster."""
 
     def __init__(
         self,
@@ -44,6 +71,11 @@ class RateLimitService:
         self.window_ms = int(window_s * 1000)
         self.layout = layout
         self._hit = Script(redis, _HIT)
+        self.backend: RateLimitBackend = (
+            ClusterRateLimit(redis, self._hit)
+            if layout.cluster
+            else OneRedisRateLimit(redis, self._hit)
+        )
 
     async def load_scripts(self) -> None:
         await preload(self.redis, self._hit)
@@ -55,30 +87,16 @@ class RateLimitService:
         """True when any subject has used up its allowance in the current window."""
         if not subject_keys:
             return False
-        if self.layout.cluster:
-            counts = await asyncio.gather(*(self.redis.get(k) for k in subject_keys))
-        else:
-            counts = await self.redis.mget(list(subject_keys))
+        counts = await self.backend.counts(subject_keys)
         return any(c is not None and int(c) >= self.limit for c in counts)
 
     async def hit(self, *subject_keys: str) -> list[int]:
         """Count one event against each subject; returns the counts in this window."""
         if not subject_keys:
             return []
-        if self.layout.cluster:
-            replies = await asyncio.gather(
-                *(self._hit([k], [self.window_ms]) for k in subject_keys)
-            )
-            return [int(reply[0]) for reply in replies]
-        counts = await self._hit(list(subject_keys), [self.window_ms])
-        return [int(c) for c in counts]
+        return await self.backend.hit(subject_keys, self.window_ms)
 
     async def reset(self, *subject_keys: str) -> None:
         if not subject_keys:
             return
-        if self.layout.cluster:
-            # A plain DEL per key: the cluster client's ``delete`` goes through a pipeline.
-            send = self.redis.execute_command
-            await asyncio.gather(*(send("DEL", k) for k in subject_keys))  # type: ignore[no-untyped-call]
-        else:
-            await self.redis.delete(*subject_keys)
+        await self.backend.reset(subject_keys)

@@ -5,24 +5,31 @@ connection id). A newer registration takes over; the old connection's disconnect
 it no longer owns the runner and removes nothing. Heartbeats keep ``runner:last_seen`` (a
 sorted set by last heartbeat) current so that a sweeper can find stale runners cheaply.
 
-In the cluster layout the index is ``keys.SHARDS`` sorted sets on their own slots, apart from
-the runner's keys: a claim writes the runner's index entry first (a hint the sweeper checks
-against the heartbeat key, so an entry for a runner that then fails to claim is harmless),
-then owner and heartbeat in the runner's slot, so no claimed runner is missing from the
-index. A heartbeat writes its runner's slot, and the index only when
-``runner:last_seen_mark:{runnerId}`` has expired (every half heartbeat timeout): one round
-trip for most beats, two for the others.
+On one Redis each operation is one script (``OneRedisRunners``); on a cluster, where the
+index is sharded apart from the runner's keys, single-slot steps (``pairing.cluster.runners``).
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
+from typing import Protocol
 
 from pairing import keys
-from pairing.cluster_pairing import ClusterPairing, StepHook, token_pairs
-from pairing.scripts import DERIVED_KEYS, NOW_MS, REMOVE_ALL_FOR_RUNNER, Script, as_str, preload
+from pairing.cluster.pairing import StepHook
+from pairing.cluster.runners import ClusterRunners
+from pairing.results import StaleRunner
+from pairing.scripts import (
+    DERIVED_KEYS,
+    HEARTBEAT_FRESH,
+    NOW_MS,
+    REMOVE_ALL_FOR_RUNNER,
+    SESSION_RUNNER,
+    Script,
+    as_str,
+    preload,
+)
 from pairing.store import Redis
+
+__all__ = ["CLAIM", "OneRedisRunners", "RunnerBackend", "RunnerRegistry", "StaleRunner"]
 
 _BEAT = """
 redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[3])
@@ -38,47 +45,6 @@ redis.call('SET', owner_key, conn)
 redis.call('SET', heartbeat_key, string.format('%.0f', now), 'PX', heartbeat_ttl)
 redis.call('ZADD', last_seen_key, now, runner)
 """
-
-#: Cluster, an index shard: KEYS[1] gets runner ARGV[1] at now. Returns now.
-INDEX = (
-    NOW_MS
-    + """
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-return string.format('%.0f', now)
-"""
-)
-
-#: Cluster, the runner's slot. KEYS: owner, heartbeat, index mark. ARGV: conn, heartbeat ttl
-#: ms, mark ttl ms. Returns the previous owner or ''.
-CLAIM_SLOT = (
-    NOW_MS
-    + """
-local previous = redis.call('GET', KEYS[1]) or ''
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[2])
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
-return previous
-"""
-)
-
-#: Cluster, the runner's slot: ``_OWNED_BEAT`` without the index. KEYS: owner, heartbeat,
-#: index mark. ARGV: conn, heartbeat ttl ms, mark ttl ms. Returns 0 when taken over, 1 when
-#: written, 2 when written and the index entry is due (mark expired, or owner re-claimed).
-_OWNED_BEAT_SLOT = (
-    NOW_MS
-    + """
-local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[2])
-local due = 1
-if not owner then
-  redis.call('SET', KEYS[1], ARGV[1])
-  due = 2
-end
-if redis.call('SET', KEYS[3], '1', 'PX', ARGV[3], 'NX') then due = 2 end
-return due
-"""
-)
 
 #: KEYS: owner, heartbeat, last_seen. ARGV: runner, conn, ttl ms. Returns previous owner or ''.
 _CLAIM = (
@@ -113,6 +79,7 @@ return 1
 #: Returns false when the connection no longer owns the runner, else the unpaired apps.
 _RELEASE = (
     DERIVED_KEYS
+    + SESSION_RUNNER
     + """
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return false end
 redis.call('DEL', KEYS[1], KEYS[2])
@@ -132,13 +99,15 @@ return removed
 _SWEEP = (
     NOW_MS
     + DERIVED_KEYS
+    + SESSION_RUNNER
+    + HEARTBEAT_FRESH
     + """
 local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]),
   'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
 for _, runner in ipairs(stale) do
-  local hb = tonumber(redis.call('GET', heartbeat_key_of(runner)))
-  if hb and now - hb <= tonumber(ARGV[1]) then
+  local hb = fresh_heartbeat(heartbeat_key_of(runner), ARGV[1])
+  if hb then
     redis.call('ZADD', KEYS[1], hb, runner)
   else
     redis.call('ZREM', KEYS[1], runner)
@@ -157,62 +126,84 @@ return out
 )
 
 
-# -- on a cluster: the runner's slot, the apps' slots, then the index shard's ----------------
+class RunnerBackend(Protocol):
+    """What differs between one Redis and a cluster; ``ClusterRunners`` is the other."""
 
-#: Runner slot. KEYS: owner, heartbeat, apps set, tokens, index mark. ARGV: conn ('' for a
-#: sweep: then the runner must be stale), timeout ms. Forgets the runner (owner, heartbeat and
-#: index mark, so that a heartbeat after this writes the index entry again) and returns
-#: {'gone', now, app, token, ...} with its set's members; {'alive', heartbeat} when a sweep
-#: finds it beating again; false when ``conn`` does not own it.
-_FORGET = (
-    NOW_MS
-    + """
-if ARGV[1] ~= '' then
-  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-else
-  local hb = tonumber(redis.call('GET', KEYS[2]))
-  if hb and now - hb <= tonumber(ARGV[2]) then return {'alive', string.format('%.0f', hb)} end
-end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[5])
-local out = {'gone', string.format('%.0f', now)}
-for _, app in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  out[#out + 1] = app
-  out[#out + 1] = redis.call('HGET', KEYS[4], app) or ''
-end
-return out
-"""
-)
-
-#: Index shard slot. KEYS: shard. ARGV: timeout ms, limit. Stale runners, with their scores.
-_STALE = (
-    NOW_MS
-    + """
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]),
-  'LIMIT', 0, tonumber(ARGV[2]))
-"""
-)
-
-#: Index shard slot. KEYS: shard. ARGV: runner, time. Drops the runner's entry unless a
-#: heartbeat newer than ``time`` (a new registration) has moved it on.
-_UNINDEX = """
-local score = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]))
-if score and score <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
-return 1
-"""
+    async def load_scripts(self) -> None: ...
+    async def claim(self, runner_id: str, conn_id: str) -> str | None: ...
+    async def heartbeat(self, runner_id: str, conn_id: str) -> bool: ...
+    async def release(self, runner_id: str, conn_id: str) -> list[str] | None: ...
+    async def sweep(self, limit: int) -> list[StaleRunner]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class StaleRunner:
-    runner_id: str
-    unpaired_apps: list[str]
+class OneRedisRunners:
+    """One script per operation: the runner's keys and the index are on the one server."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        layout: keys.KeyLayout,
+        *,
+        heartbeat_timeout_ms: int,
+        heartbeat_ttl_ms: int,
+    ) -> None:
+        self.redis = redis
+        self.layout = layout
+        self.heartbeat_timeout_ms = heartbeat_timeout_ms
+        self.heartbeat_ttl_ms = heartbeat_ttl_ms
+        self._claim = Script(redis, _CLAIM)
+        self._beat = Script(redis, _OWNED_BEAT)
+        self._release = Script(redis, _RELEASE)
+        self._sweep = Script(redis, _SWEEP)
+
+    async def load_scripts(self) -> None:
+        await preload(self.redis, self._claim, self._beat, self._release, self._sweep)
+
+    def _runner_keys(self, runner_id: str) -> list[str]:
+        layout = self.layout
+        return [layout.owner(runner_id), layout.heartbeat(runner_id), layout.last_seen(runner_id)]
+
+    async def claim(self, runner_id: str, conn_id: str) -> str | None:
+        previous = await self._claim(
+            self._runner_keys(runner_id), [runner_id, conn_id, self.heartbeat_ttl_ms]
+        )
+        return as_str(previous) or None
+
+    async def heartbeat(self, runner_id: str, conn_id: str) -> bool:
+        written = await self._beat(
+            self._runner_keys(runner_id), [runner_id, conn_id, self.heartbeat_ttl_ms]
+        )
+        return bool(written)
+
+    async def release(self, runner_id: str, conn_id: str) -> list[str] | None:
+        result = await self._release(
+            [*self._runner_keys(runner_id), self.layout.runner_apps(runner_id)],
+            [runner_id, conn_id],
+        )
+        if result is None:
+            return None
+        return sorted(as_str(a) for a in result)
+
+    async def sweep(self, limit: int) -> list[StaleRunner]:
+        flat = await self._sweep(
+            [self.layout.last_seen_shards()[0]], [self.heartbeat_timeout_ms, limit]
+        )
+        out: list[StaleRunner] = []
+        i = 0
+        while i < len(flat):
+            runner = as_str(flat[i])
+            n = int(flat[i + 1])
+            apps = sorted(as_str(a) for a in flat[i + 2 : i + 2 + n])
+            out.append(StaleRunner(runner, apps))
+            i += 2 + n
+        return out
 
 
 class RunnerRegistry:
     """Runner ownership by connection, ownership-guarded heartbeats, and the stale sweep.
 
-    On a cluster (``layout.cluster``) release and sweep run as single-slot steps: forget the
-    runner (its slot: the commit point), unpair its apps (``ClusterPairing.remove``), then
-    drop its index entry, so that an interrupted release or sweep is found by the next sweep.
+    On a cluster release and sweep run as single-slot steps (``pairing.cluster.runners``),
+    ``steps`` called before each.
     """
 
     def __init__(
@@ -228,80 +219,27 @@ class RunnerRegistry:
         self.layout = layout
         self.heartbeat_timeout_ms = int(heartbeat_timeout_s * 1000)
         self.heartbeat_ttl_ms = int(heartbeat_ttl_s * 1000)
-        self.mark_ttl_ms = max(self.heartbeat_timeout_ms // 2, 1)
-        self._claim = Script(redis, _CLAIM)
-        self._beat = Script(redis, _OWNED_BEAT)
-        self._release = Script(redis, _RELEASE)
-        self._sweep = Script(redis, _SWEEP)
-        self._forget = Script(redis, _FORGET)
-        self._stale = Script(redis, _STALE)
-        self._unindex = Script(redis, _UNINDEX)
-        # Claim and heartbeat on a cluster.
-        self._index = Script(redis, INDEX)
-        self._claim_slot = Script(redis, CLAIM_SLOT)
-        self._beat_slot = Script(redis, _OWNED_BEAT_SLOT)
-        self.cluster = ClusterPairing.for_layout(
-            redis, layout, heartbeat_timeout_ms=self.heartbeat_timeout_ms, steps=steps
+        timeout_ms, ttl_ms = self.heartbeat_timeout_ms, self.heartbeat_ttl_ms
+        self.backend: RunnerBackend = (
+            ClusterRunners(
+                redis, layout, heartbeat_timeout_ms=timeout_ms, heartbeat_ttl_ms=ttl_ms, steps=steps
+            )
+            if layout.cluster
+            else OneRedisRunners(
+                redis, layout, heartbeat_timeout_ms=timeout_ms, heartbeat_ttl_ms=ttl_ms
+            )
         )
 
     async def load_scripts(self) -> None:
-        if self.cluster is not None:
-            await self.cluster.load_scripts()
-            own = [self._forget, self._stale, self._unindex]
-            own += [self._index, self._claim_slot, self._beat_slot]
-        else:
-            own = [self._claim, self._beat]
-        await preload(self.redis, *own, self._release, self._sweep)
+        await self.backend.load_scripts()
 
     async def claim(self, runner_id: str, conn_id: str) -> str | None:
         """Make ``conn_id`` the owner and record a heartbeat; returns the previous owner."""
-        layout = self.layout
-        if layout.cluster:
-            await self.index(runner_id)
-            previous = await self._claim_slot(
-                self._slot_keys(runner_id),
-                [conn_id, self.heartbeat_ttl_ms, self.mark_ttl_ms],
-            )
-        else:
-            previous = await self._claim(
-                [layout.owner(runner_id), layout.heartbeat(runner_id), layout.last_seen(runner_id)],
-                [runner_id, conn_id, self.heartbeat_ttl_ms],
-            )
-        text = as_str(previous)
-        return text or None
-
-    def _slot_keys(self, runner_id: str) -> list[str]:
-        """Cluster: owner, heartbeat and index mark, all in the runner's slot."""
-        layout = self.layout
-        return [
-            layout.owner(runner_id),
-            layout.heartbeat(runner_id),
-            layout.last_seen_mark(runner_id),
-        ]
-
-    async def index(self, runner_id: str) -> int:
-        """Cluster: put the runner in its index shard at the shard's now (returned)."""
-        now = await self._index([self.layout.last_seen(runner_id)], [runner_id])
-        return int(now)
+        return await self.backend.claim(runner_id, conn_id)
 
     async def heartbeat(self, runner_id: str, conn_id: str) -> bool:
         """Record a heartbeat unless another connection has taken the runner over."""
-        layout = self.layout
-        if not layout.cluster:
-            written = await self._beat(
-                [layout.owner(runner_id), layout.heartbeat(runner_id), layout.last_seen(runner_id)],
-                [runner_id, conn_id, self.heartbeat_ttl_ms],
-            )
-            return bool(written)
-        written = int(
-            await self._beat_slot(
-                self._slot_keys(runner_id),
-                [conn_id, self.heartbeat_ttl_ms, self.mark_ttl_ms],
-            )
-        )
-        if written == 2:
-            await self.index(runner_id)
-        return written > 0
+        return await self.backend.heartbeat(runner_id, conn_id)
 
     async def owner(self, runner_id: str) -> str | None:
         value = await self.redis.get(self.layout.owner(runner_id))
@@ -313,83 +251,11 @@ class RunnerRegistry:
         Returns the unpaired apps, or None when another connection owns the runner now (a
         takeover), in which case nothing is removed.
         """
-        layout = self.layout
-        if self.cluster is not None:
-            return await self._forget_in_steps(runner_id, conn_id, layout.last_seen(runner_id))
-        result = await self._release(
-            [
-                layout.owner(runner_id),
-                layout.heartbeat(runner_id),
-                layout.last_seen(runner_id),
-                layout.runner_apps(runner_id),
-            ],
-            [runner_id, conn_id],
-        )
-        if result is None:
-            return None
-        return sorted(as_str(a) for a in result)
-
-    async def _forget_in_steps(self, runner_id: str, conn_id: str, shard: str) -> list[str] | None:
-        """Release (``conn_id``) or sweep ('') one runner on a cluster; None when not owned
-        (release) or beating again (sweep)."""
-        cluster = self.cluster
-        assert cluster is not None
-        layout = self.layout
-        await cluster.step("forget")
-        reply = await self._forget(
-            [
-                layout.owner(runner_id),
-                layout.heartbeat(runner_id),
-                layout.runner_apps(runner_id),
-                layout.app_tokens(runner_id),
-                layout.last_seen_mark(runner_id),
-            ],
-            [conn_id, self.heartbeat_timeout_ms],
-        )
-        if reply is None:
-            return None
-        if as_str(reply[0]) == "alive":
-            await cluster.step("index")
-            await self.redis.zadd(shard, {runner_id: int(reply[1])}, gt=True)
-            return None
-        removed = await cluster.remove(runner_id, token_pairs(reply[2:]), unpair=True)
-        await cluster.step("index")
-        await self._unindex([shard], [runner_id, as_str(reply[1])])
-        return removed
+        return await self.backend.release(runner_id, conn_id)
 
     async def sweep(self, limit: int = 100) -> list[StaleRunner]:
         """Forget runners without a heartbeat for longer than the timeout; unpair their apps.
 
         On a cluster, each index shard in turn, at most ``limit`` runners in all.
         """
-        if self.cluster is not None:
-            return await self._sweep_in_steps(limit)
-        flat = await self._sweep(
-            [self.layout.last_seen_shards()[0]], [self.heartbeat_timeout_ms, limit]
-        )
-        out: list[StaleRunner] = []
-        i = 0
-        while i < len(flat):
-            runner = as_str(flat[i])
-            n = int(flat[i + 1])
-            apps = sorted(as_str(a) for a in flat[i + 2 : i + 2 + n])
-            out.append(StaleRunner(runner, apps))
-            i += 2 + n
-        return out
-
-    async def _sweep_in_steps(self, limit: int) -> list[StaleRunner]:
-        """Every index shard read at once (one step), then each stale runner, up to
-        ``limit`` of them, forgotten and unpaired in turn."""
-        assert self.cluster is not None
-        shards = self.layout.last_seen_shards()
-        await self.cluster.step("stale")
-        found = await asyncio.gather(
-            *(self._stale([shard], [self.heartbeat_timeout_ms, limit]) for shard in shards)
-        )
-        stale = [(as_str(r), shard) for shard, rs in zip(shards, found, strict=True) for r in rs]
-        out: list[StaleRunner] = []
-        for runner, shard in stale[:limit]:
-            removed = await self._forget_in_steps(runner, "", shard)
-            if removed is not None:
-                out.append(StaleRunner(runner, removed))
-        return out
+        return await self.backend.sweep(limit)

@@ -514,7 +514,7 @@ async def test_noscript_is_recovered_by_reloading(
     await s.sessions.create_session("a1", "r1")
     await s.sessions.update_heartbeat("r1")
     await redis.script_flush()
-    assert await redis.script_exists(s.sessions._status.sha) == [False]
+    assert await redis.script_exists(s.sessions.backend._status.sha) == [False]
 
     status, commands = await monitor.commands(redis, lambda: s.sessions.get_session_status("a1"))
     assert status.session is not None and status.runner_online

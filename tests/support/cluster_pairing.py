@@ -18,7 +18,7 @@ from pairing import (
     RunnerRegistry,
     keys,
 )
-from pairing.cluster_pairing import StepHook
+from pairing.cluster.pairing import StepHook
 from pairing.models import decode_session
 from pairing.relay import Recipient, RelayService
 from pairing.store import Redis

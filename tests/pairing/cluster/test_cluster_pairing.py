@@ -228,7 +228,7 @@ async def test_a_reader_clears_a_member_left_by_an_interrupted_pair(
     cluster_layout_store: Redis,
 ) -> None:
     rep = replica(cluster_layout_store)
-    cluster = rep.sessions.cluster
+    cluster = rep.sessions.backend.pairing
     assert cluster is not None
     assert await cluster.attach("a1", "r1", online=False) is not None  # then a crash
     assert await rep.sessions.get_apps_by_runner_id("r1") == []
@@ -244,7 +244,7 @@ async def test_a_pair_interrupted_by_a_remover_retries_with_a_fresh_token(
     """A pair whose token a remover fenced between its attach and its commit attaches again
     with a new token and commits; the remover's drop leaves the new token alone."""
     rep = replica(cluster_layout_store)
-    cluster = rep.sessions.cluster
+    cluster = rep.sessions.backend.pairing
     assert cluster is not None
     token = await cluster.attach("a1", "r1", online=False)
     assert token is not None
@@ -284,8 +284,8 @@ async def _paired(client: Redis, rep: Replica) -> None:
 async def _with_stray(client: Redis, rep: Replica) -> None:
     """As ``_paired``, and a9 left in r1's set by a pair that stopped after its first step."""
     await _paired(client, rep)
-    assert rep.sessions.cluster is not None
-    await rep.sessions.cluster.attach("a9", "r1", online=False)
+    assert rep.sessions.backend.pairing is not None
+    await rep.sessions.backend.pairing.attach("a9", "r1", online=False)
 
 
 async def _r1_stale(client: Redis, rep: Replica) -> None:
@@ -516,8 +516,8 @@ async def _contended(client: Redis, rep: Replica) -> None:
     await rep.sessions.pair("a1", "r2")
     await rep.sessions.pair("a2", "r1")
     await rep.sessions.pair("a3", "r3")
-    assert rep.sessions.cluster is not None
-    await rep.sessions.cluster.attach("a1", "r1", online=False)
+    assert rep.sessions.backend.pairing is not None
+    await rep.sessions.backend.pairing.attach("a1", "r1", online=False)
     await give_code(client, "r1", "CODER1")
     await give_code(client, "r2", "CODER2")
     await client.delete(LAYOUT.heartbeat("r3"))

@@ -1,4 +1,4 @@
-"""Pairing on a Redis Cluster: pair, unpair and removeAll as ordered single-slot steps.
+"""Moving apps between runners on a Redis Cluster: pair, unpair and removeAll as steps.
 
 An app's session key and a runner's apps set sit in different slots there, so no one script
 can move an app. The steps below keep one invariant at every moment, whatever crashes or
@@ -21,12 +21,21 @@ import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-import msgspec
+from enum import Enum
 
 from pairing import keys
-from pairing.models import decode_session
-from pairing.scripts import NOW_MS, SESSION_RUNNER, Script, as_str, preload
+from pairing.models import session_runner
+from pairing.results import RedeemResult, RedeemStatus
+from pairing.scripts import (
+    HEARTBEAT_FRESH,
+    NOW_MS,
+    ONLINE,
+    SESSION_JSON,
+    SESSION_RUNNER,
+    Script,
+    as_str,
+    preload,
+)
 from pairing.store import Redis
 
 #: Called with a step's name before each step of a multi-step operation; tests raise from it
@@ -36,13 +45,6 @@ StepHook = Callable[[str], Awaitable[None]]
 #: A fence outlives any operation still in flight with the fenced token.
 FENCE_TTL_MS = 300_000
 
-#: The session JSON, as the single-node scripts write it. Expects ``app``, ``runner``, ``now``.
-_SESSION_JSON = """
-local session_json = '{"appSessionId":' .. cjson.encode(app) .. ',"runnerId":'
-  .. cjson.encode(runner) .. ',"pairedAt":' .. string.format('%.0f', now)
-  .. ',"isActive":true}'
-"""
-
 #: Runner slot. KEYS: apps set, tokens, heartbeat, and (redeeming a code) the runner-code key.
 #: ARGV: app, fresh token, '1' to require the runner online, heartbeat timeout ms, a token not
 #: to reuse ('' none), the CODE being redeemed. Returns the app's token, false when the runner
@@ -51,12 +53,10 @@ local session_json = '{"appSessionId":' .. cjson.encode(app) .. ',"runnerId":'
 #: (pairs of one app with one runner in flight together share it: one fence stops them all).
 _ATTACH = (
     NOW_MS
+    + HEARTBEAT_FRESH
     + """
 if KEYS[4] and redis.call('GET', KEYS[4]) ~= ARGV[6] then return '' end
-if ARGV[3] == '1' then
-  local hb = tonumber(redis.call('GET', KEYS[3]))
-  if not hb or now - hb > tonumber(ARGV[4]) then return false end
-end
+if ARGV[3] == '1' and not fresh_heartbeat(KEYS[3], ARGV[4]) then return false end
 local app = ARGV[1]
 local token = redis.call('HGET', KEYS[2], app)
 if not token or token == ARGV[5] or redis.call('SISMEMBER', KEYS[1], app) == 0 then
@@ -73,14 +73,12 @@ return token
 _COMMIT = (
     NOW_MS
     + SESSION_RUNNER
+    + SESSION_JSON
     + """
 if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then return {'fenced'} end
 local app, runner = ARGV[1], ARGV[2]
 local previous = session_runner(redis.call('GET', KEYS[1])) or ''
-"""
-    + _SESSION_JSON
-    + """
-redis.call('SET', KEYS[1], session_json)
+redis.call('SET', KEYS[1], session_json(app, runner, now))
 return {'ok', previous}
 """
 )
@@ -154,15 +152,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
 
-#: Runner slot. KEYS: heartbeat. ARGV: timeout ms. 1 when online by the server's clock.
-_ONLINE = (
-    NOW_MS
-    + """
-local hb = tonumber(redis.call('GET', KEYS[1]))
-if hb and now - hb <= tonumber(ARGV[1]) then return 1 end
-return 0
-"""
-)
+
+class Fenced(Enum):
+    """What ``_FENCE`` did to one member of a runner's set."""
+
+    KEPT = "kept"  # its session names the runner and it is not unpaired: left alone
+    REMOVED = "removed"  # its session named the runner and was deleted; token fenced
+    FENCED = "fenced"  # its session names another runner or none; token fenced
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,23 +195,9 @@ class ClusterPairing:
         self._tokens = Script(redis, _TOKENS)
         self._fence = Script(redis, _FENCE)
         self._drop = Script(redis, _DROP)
-        self._online = Script(redis, _ONLINE)
+        self._online = Script(redis, ONLINE)
         self._spend = Script(redis, _SPEND)
         self._forget_code = Script(redis, _FORGET_CODE)
-
-    @classmethod
-    def for_layout(
-        cls,
-        redis: Redis,
-        layout: keys.KeyLayout,
-        *,
-        heartbeat_timeout_ms: int,
-        steps: StepHook | None = None,
-    ) -> ClusterPairing | None:
-        """The steps a service runs on a cluster layout; None on one Redis (its scripts)."""
-        if not layout.cluster:
-            return None
-        return cls(redis, layout, heartbeat_timeout_ms=heartbeat_timeout_ms, steps=steps)
 
     async def load_scripts(self) -> None:
         await preload(
@@ -293,10 +275,9 @@ class ClusterPairing:
         result = await self.commit(app, runner_id, token, online=False)
         return result.previous_runner_id
 
-    async def redeem(self, code: str, app: str) -> tuple[str, str | None, str | None]:
+    async def redeem(self, code: str, app: str) -> RedeemResult:
         """Spend ``code`` and pair the app with its runner if the runner is online.
 
-        Returns (status, runner, previous runner), status as ``pairing.codes.RedeemStatus``.
         The code is read, the runner's heartbeat and current code checked while the app joins
         its set, and only then the code spent: an offline runner's code stays valid. A code spent by
         another app in between is INVALID (this app leaves the set again); a commit refused
@@ -306,23 +287,23 @@ class ClusterPairing:
         await self.step("lookup")
         raw = await self.redis.get(layout.code(code))
         if raw is None:
-            return ("invalid", None, None)
+            return RedeemResult(RedeemStatus.INVALID_CODE)
         runner = as_str(raw)
         token = await self.attach(app, runner, online=True, code=code)
         if token == "":  # a code its runner replaced: as good as expired
-            return ("invalid", None, None)
+            return RedeemResult(RedeemStatus.INVALID_CODE)
         if token is None:
-            return ("offline", runner, None)
+            return RedeemResult(RedeemStatus.RUNNER_OFFLINE, runner)
         await self.step("spend")
         if not await self._spend([layout.code(code)], [runner]):
             await self.detach(app, runner)
-            return ("invalid", None, None)
+            return RedeemResult(RedeemStatus.INVALID_CODE)
         await self.step("forget_code")
         await self._forget_code([layout.runner_code(runner)], [code.upper()])
         result = await self.commit(app, runner, token, online=True)
         if result.runner_id is None:
-            return ("offline", runner, None)
-        return ("ok", runner, result.previous_runner_id)
+            return RedeemResult(RedeemStatus.RUNNER_OFFLINE, runner)
+        return RedeemResult(RedeemStatus.PAIRED, runner, result.previous_runner_id)
 
     async def consume(self, code: str) -> str | None:
         """Spend ``code`` (code slot), then forget it as its runner's code (runner slot)."""
@@ -387,10 +368,10 @@ class ClusterPairing:
                 for app, token in members
             )
         )
-        results = [(m, as_str(o)) for m, o in zip(members, outcomes, strict=True)]
-        removed = sorted(app for (app, _), outcome in results if outcome == "removed")
+        results = [(m, Fenced(as_str(o))) for m, o in zip(members, outcomes, strict=True)]
+        removed = sorted(app for (app, _), outcome in results if outcome is Fenced.REMOVED)
         # A member whose session names the runner (again) is kept: only fenced ones go.
-        fenced = [x for m, outcome in results if outcome != "kept" for x in m]
+        fenced = [x for m, outcome in results if outcome is not Fenced.KEPT for x in m]
         if fenced:
             await self.step("drop")
             await self._drop(self._runner_keys(runner_id), fenced)
@@ -407,7 +388,7 @@ class ClusterPairing:
             return []
         await self.step("sessions")
         raws = await asyncio.gather(*(self.redis.get(self.layout.session(a)) for a in apps))
-        return [_runner_of(raw) for raw in raws]
+        return [session_runner(raw) for raw in raws]
 
     async def apps_of(self, runner_id: str) -> list[str]:
         """The apps paired with the runner: set members whose session names it. Members
@@ -425,12 +406,3 @@ class ClusterPairing:
         return bool(
             await self._online([self.layout.heartbeat(runner_id)], [self.heartbeat_timeout_ms])
         )
-
-
-def _runner_of(raw: bytes | str | None) -> str | None:
-    if raw is None:
-        return None
-    try:
-        return decode_session(raw).runner_id
-    except msgspec.DecodeError:
-        return None
