@@ -252,7 +252,11 @@ async def test_registration_flood_from_one_address_is_limited_and_bounded(
     """400 registrations of distinct runnerIds from one address, on 4 sockets: the first
     rate_limit.registrations (60) succeed, every later one is RATE_LIMITED, and the store
     holds a bounded number of keys."""
-    gw = await start_gateway({"rate_limit": {"registrations": 60}})
+    # Runners that never beat: with the suite's 1.5 s heartbeat timeout, a loaded machine's
+    # 340 refused attempts outlast it and the sweeper forgets the 4 owners counted below.
+    gw = await start_gateway(
+        {"rate_limit": {"registrations": 60}, "heartbeat": {"timeout_s": 120, "ttl_s": 240}}
+    )
     sockets = [await clients(gw.url) for _ in range(4)]
     acks = []
     for i in range(400):
