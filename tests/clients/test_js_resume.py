@@ -19,6 +19,9 @@ from tests.support.replicas import register
 __all__ = ["node_deps"]  # the session fixture, imported so that pytest finds it here
 
 APP = "js-resume-app-0123456789"
+#: The runner here never heartbeats: give it a timeout longer than the test, so that a slow
+#: Node start on a loaded machine does not turn it offline (and sweep its pairing) mid-test.
+PATIENT = {"heartbeat": {"timeout_s": 120, "ttl_s": 240}}
 
 
 class Lines:
@@ -42,7 +45,7 @@ class Lines:
 async def test_official_client_resumes_with_auth_as_a_function(
     node_deps: str, start_gateway: Callable[..., Any], clients: Callable[..., Any]
 ) -> None:
-    gw = await start_gateway()
+    gw = await start_gateway(PATIENT)
     proxy = await FreezingProxy(gw.server.port).start()
     runner = await clients(gw.url)
     code = (await register(runner, "r-js-resume"))["pairingCode"]
