@@ -3,13 +3,14 @@
 Why: redis-py spends about 300 µs of CPU per command on this machine class (pool checkout
 and return, a retry wrapper, a timeout context per read, reply parsing through a stream
 reader), which made one Redis call cost more than the whole Socket.IO event around it.
-ioredis, which the Node reference uses, instead writes every command issued in one turn of
-the event loop as one batch on one connection and parses replies as they arrive. This
-client does the same for the commands in ``PIPELINED``: it packs them itself, flushes once
-per loop turn, and hands hiredis every chunk read, resolving callers in order. Everything
-else (SCRIPT LOAD, pub/sub, transactions, blocking or connection-state commands) takes
-redis-py's pooled path unchanged, and the connection itself (TLS, unix sockets, AUTH,
-SELECT, Sentinel discovery of the primary) is made by the pool's connection class.
+ioredis (the Node.js client that socket.io deployments use) instead writes every command
+issued in one turn of the event loop as one batch on one connection and parses replies as
+they arrive. This client does the same for the commands in ``PIPELINED``: it packs them
+itself, flushes once per loop turn, and hands hiredis every chunk read, resolving callers in
+order. Everything else (SCRIPT LOAD, pub/sub, transactions, blocking or connection-state
+commands) takes redis-py's pooled path unchanged, and the connection itself (TLS, unix
+sockets, AUTH, SELECT, Sentinel discovery of the primary) is made by the pool's connection
+class.
 
 Failure semantics, which the gateway's UNAVAILABLE acks rely on:
 - the connection closing fails every waiting call with ConnectionError at once, and the

@@ -3,8 +3,8 @@
 The pipelined link and the pub/sub subscriber read and write a redis-py connection's socket
 themselves and treat its replies as redis-py would; that reaches past redis-py's public API.
 Those reaches are all here, each named in ``RELIED_ON`` or ``MIRRORED``, and
-``tests/test_upstream_redis.py`` fails naming the one an upgrade changed. redis is pinned to
-the minor version this was written against (pyproject.toml, uv.lock).
+``tests/pairing/store/test_upstream_redis.py`` fails naming the one an upgrade changed. redis
+is pinned to the minor version this was written against (pyproject.toml, uv.lock).
 """
 
 from __future__ import annotations
