@@ -1,0 +1,1 @@
+"""A Python client for the pairing gateway: runners and apps, with end-to-end encryption."""
