@@ -72,6 +72,11 @@ class Outbox:
             await self._room.wait_for(lambda: len(self._entries) < self.max_pending)
         self.put(event, payload)
 
+    async def room(self) -> None:
+        """Until fewer than max_pending wait (a fast producer waits for the gateway)."""
+        async with self._room:
+            await self._room.wait_for(lambda: len(self._entries) < self.max_pending)
+
     async def drained(self) -> None:
         async with self._room:
             await self._room.wait_for(lambda: not self._entries)
