@@ -63,6 +63,8 @@ class App:
         self.on_data = on_data
         self.on_exit = on_exit
         self.notice = on_notice
+        #: Called after each reconnect (a plain terminal sends its window size again).
+        self.on_reconnected: Callable[[], None] = lambda: None
         self.nameplate: str | None = None
         self.secret: str | None = None
         if config.code is not None:
@@ -186,6 +188,7 @@ class App:
                 return False
             self.reconnects += 1
             self.notice("reconnected")
+            self.on_reconnected()
             return True
         if self.nameplate is not None:
             ack = await self._call(sio, "app:pair", {"pairingCode": self.nameplate})
