@@ -89,7 +89,7 @@ class App:
             ack_timeout=config.ack_timeout,
             min_backoff=config.min_backoff,
             max_backoff=config.max_backoff,
-            on_line=lambda line: None,
+            on_line=self._connection_line,
         )
         self.runner_id: str | None = None
         self.paired = False
@@ -139,6 +139,12 @@ class App:
     def end(self, status: int, message: str) -> None:
         if not self.ended.done():
             self.ended.set_result((status, message))
+
+    def _connection_line(self, line: str) -> None:
+        if line.startswith("cannot connect") and not self.paired:
+            self.end(REFUSED, line)
+        elif line.startswith("connection lost: ") and self.paired and not self.ended.done():
+            self.notice(f"connection lost ({line.removeprefix('connection lost: ')}); reconnecting")
 
     # -- state -------------------------------------------------------------------------------
 

@@ -56,6 +56,9 @@ class Outbox:
         self._generation = 0
         self._wake = asyncio.Event()
         self._room = asyncio.Condition()
+        #: Events emitted again on a later connection (their ack never came).
+        self.resent = 0
+        self._emitted: set[int] = set()
 
     @property
     def pending(self) -> int:
@@ -99,6 +102,9 @@ class Outbox:
                 sio, generation = self._sio, self._generation
                 entry = self._entries[self._next]
                 self._next += 1
+                if id(entry) in self._emitted:
+                    self.resent += 1
+                self._emitted.add(id(entry))
                 try:
                     await sio.emit(
                         entry.event,
@@ -136,6 +142,7 @@ class Outbox:
         except ValueError:
             return
         del self._entries[index]
+        self._emitted.discard(id(entry))
         if index < self._next:
             self._next -= 1
         asyncio.get_running_loop().create_task(self._notify())
