@@ -63,6 +63,8 @@ class App:
         self.on_data = on_data
         self.on_exit = on_exit
         self.notice = on_notice
+        #: Every line about the connection (connects, losses, backoff), for a log.
+        self.log: Callable[[str], None] = lambda line: None
         #: Called after each reconnect (a plain terminal sends its window size again).
         self.on_reconnected: Callable[[], None] = lambda: None
         self.nameplate: str | None = None
@@ -141,6 +143,7 @@ class App:
             self.ended.set_result((status, message))
 
     def _connection_line(self, line: str) -> None:
+        self.log(line)
         if line.startswith("cannot connect") and not self.paired:
             self.end(REFUSED, line)
         elif line.startswith("connection lost: ") and self.paired and not self.ended.done():

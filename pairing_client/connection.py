@@ -23,6 +23,8 @@ Ack = dict[str, Any]
 Handler = Callable[..., Awaitable[None]]
 #: Refusals worth another try later: the store was slow, or the runner was between connections.
 RETRYABLE = frozenset({"UNAVAILABLE", "RUNNER_OFFLINE"})
+#: Longest wait for a connection's close when it ends (a dead link never answers).
+CLOSE_TIMEOUT_S = 2.0
 
 
 def say(*parts: Any) -> None:
@@ -195,9 +197,11 @@ class Connection:
         ack = await sio.call(event, data, timeout=self.ack_timeout)
         return ack if isinstance(ack, dict) else {}
 
-    def drop(self) -> None:
-        """Give up on the current connection (an ack that never came): reconnect."""
-        self._gone.set()
+    def drop(self, sio: socketio.AsyncClient) -> None:
+        """Give up on ``sio`` if it is still the current connection (an ack that never came
+        on it): reconnect."""
+        if self.sio is sio:
+            self._gone.set()
 
     async def run(self, *, once: bool = False) -> bool:
         """The reconnect loop; with ``once``, one connection only (True if it was up)."""
@@ -254,6 +258,8 @@ class Connection:
                 self.sio = None
                 if self.outbox is not None:
                     self.outbox.detach()
+                # Bounded: on a dead (frozen) link the close handshake would wait long.
                 with contextlib.suppress(Exception):
-                    await sio.disconnect()
-                await sio.shutdown()
+                    await asyncio.wait_for(sio.disconnect(), CLOSE_TIMEOUT_S)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(sio.shutdown(), CLOSE_TIMEOUT_S)

@@ -175,12 +175,12 @@ class Runner:
                 )
             except (TimeoutError, socketio.exceptions.SocketIOError) as exc:
                 self.say(f"connection failed: {exc!r}")
-                self.conn.drop()
+                self.conn.drop(sio)
                 return
             if not isinstance(ack, dict) or not ack.get("success"):
                 err = ack if isinstance(ack, dict) else {}
                 self.say(f"heartbeat refused: {err.get('error')} {err.get('message')}")
-                self.conn.drop()
+                self.conn.drop(sio)
                 return
 
     async def _new_code(self) -> None:
