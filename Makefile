@@ -33,8 +33,8 @@ test: $(STAMP) test-deps
 	$(PY) -m pytest $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pairing gateway tests bench examples
-	$(VENV)/bin/ruff format --check pairing gateway tests bench examples
+	$(VENV)/bin/ruff check pairing gateway pairing_client tests bench examples
+	$(VENV)/bin/ruff format --check pairing gateway pairing_client tests bench examples
 	$(VENV)/bin/mypy
 
 # Embedded memory:// store unless REDIS_URL is given: make run REDIS_URL=redis://127.0.0.1:6379/0

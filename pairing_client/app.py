@@ -147,7 +147,9 @@ class App:
         if line.startswith("cannot connect") and not self.paired:
             self.end(REFUSED, line)
         elif line.startswith("connection lost: ") and self.paired and not self.ended.done():
-            self.notice(f"connection lost ({line.removeprefix('connection lost: ')}); reconnecting")
+            reason = line.removeprefix("connection lost: ")
+            if reason != "client disconnect":  # not our own closing
+                self.notice(f"connection lost ({reason}); reconnecting")
 
     # -- state -------------------------------------------------------------------------------
 

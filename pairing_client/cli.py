@@ -150,8 +150,9 @@ async def app_commands(app: App, commands: list[str], wait: float) -> int:
                 return status
             say(f"no session within {wait * 3} s")
             return 3
-        mode = "end-to-end encrypted" if app.e2e else "not encrypted"
-        say(f"paired with runner {app.runner_id} as app {app.app_id} ({mode})")
+        if app.config.code is not None:
+            mode = "end-to-end encrypted" if app.e2e else "not encrypted"
+            say(f"paired with runner {app.runner_id} as app {app.app_id} ({mode})")
         for command in commands:
             app.send(command)
         for _ in commands:  # one output per command from the example runner

@@ -13,7 +13,7 @@ import pytest
 
 from pairing_client.app import INTEGRITY, REFUSED, WRONG_CODE, App, AppConfig
 from pairing_client.runner import Runner, RunnerConfig
-from tests.gw_helpers import GatewayProcess
+from tests.support.gateways import GatewayProcess
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ import pytest
 
 from pairing_client.app import App, AppConfig
 from pairing_client.runner import Runner, RunnerConfig
-from tests.gw_helpers import GatewayProcess
-from tests.redis_proc import RedisProcess
+from tests.support.gateways import GatewayProcess
 from tests.support.recording_proxy import RecordingProxy
+from tests.support.redis_server import RedisProcess
 
 COMMANDS = 300
 CONFIG = {"heartbeat": {"timeout_s": 10, "ttl_s": 20}}

@@ -69,7 +69,7 @@ async def test_frozen_runner_is_noticed_once_and_comes_back(
     )
     gw = gateway_procs(redis_proc.url, VARIANTS[variant])
     runner_id = f"frozen-{secrets.token_hex(4)}"
-    runner = RunnerProcess(gw.url, runner_id)
+    runner = RunnerProcess(gw.url, runner_id, "--plain")  # the raw client below does not encrypt
     await runner.start()
     try:
         code, line = await runner.next_code()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import re
 import shutil
@@ -132,6 +133,12 @@ class RunnerProcess:
         return self.proc.returncode
 
 
+#: Where the apps that run_app starts keep their pairing keys (never the user's own state):
+#: one folder for the whole session, so that a later app of the same appSessionId re-keys.
+APP_STATE = tempfile.mkdtemp(prefix="app-state-")
+atexit.register(shutil.rmtree, APP_STATE, True)
+
+
 async def run_app(url: str, *args: str, timeout: float = 30) -> tuple[int, str]:
     """examples/app.py to completion; returns its exit status and everything it printed."""
     started = time.monotonic()
@@ -146,6 +153,7 @@ async def run_app(url: str, *args: str, timeout: float = 30) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         cwd=ROOT,
+        env={**os.environ, "XDG_STATE_HOME": APP_STATE},
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from tests.redis_proc import free_port
+from tests.support.redis_server import free_port
 
 Predicate = Callable[[bytes], bool]
 

@@ -21,17 +21,14 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from tests.example_procs import RunnerProcess
-from tests.gw_helpers import GatewayProcess
-from tests.redis_proc import RedisProcess
+from tests.support.examples import APP, RunnerProcess
+from tests.support.gateways import GatewayProcess
 from tests.support.recording_proxy import RecordingProxy
-from tests.tmux_terminal import Tmux
+from tests.support.redis_server import RedisProcess
+from tests.support.terminal import Tmux
 
-ROOT = Path(__file__).resolve().parents[2]
 SHELL = "env 'PS1=$ ' HISTFILE=/dev/null bash --norc --noprofile"
 LOCAL_SHELL = "env 'PS1=local$ ' sh"
-RUNNER_ARGV = ["-m", "pairing_client", "runner"]
-APP_ARGV = ["-m", "pairing_client", "app"]
 
 
 class Monitor:
@@ -73,7 +70,16 @@ class Monitor:
 async def stack(own_redis: RedisProcess) -> AsyncIterator[tuple[GatewayProcess, Monitor]]:
     monitor = Monitor(own_redis.url)
     await monitor.start()
-    gw = GatewayProcess(own_redis.url, {"heartbeat": {"timeout_s": 10, "ttl_s": 20}})
+    # Production-like liveness: on a loaded machine a 1 s ping cycle can drop a client, and a
+    # runner that registers again invalidates the code the test read.
+    gw = GatewayProcess(
+        own_redis.url,
+        {
+            "heartbeat": {"timeout_s": 10, "ttl_s": 20},
+            "socketio": {"ping_interval_s": 5, "ping_timeout_s": 10},
+            "pairing_code": {"ttl_s": 300},
+        },
+    )
     gw.start()
     yield gw, monitor
     gw.terminate()
@@ -89,13 +95,11 @@ async def tmux() -> AsyncIterator[Tmux]:
 
 
 def pty_runner(url: str, *extra: str) -> RunnerProcess:
-    proc = RunnerProcess(url, f"e2e-{secrets.token_hex(4)}", "--pty", "--shell", SHELL, *extra)
-    proc.args[2:3] = RUNNER_ARGV
-    return proc
+    return RunnerProcess(url, f"e2e-{secrets.token_hex(4)}", "--pty", "--shell", SHELL, *extra)
 
 
 def app_command(url: str, code: str, state_dir: Path, *extra: str) -> str:
-    argv = [sys.executable, *APP_ARGV, "--url", url, "--state-dir", str(state_dir), *extra]
+    argv = [sys.executable, str(APP), "--url", url, "--state-dir", str(state_dir), *extra]
     return f"{shlex.join([*argv, '--code', code])}; echo APP-EXIT=$?"
 
 
@@ -114,7 +118,10 @@ async def test_the_relay_sees_no_plaintext(
         await tmux.wait_for(r"^local\$")
         await tmux.type(app_command(app_proxy.url, code, tmp_path, *extra))
         label = "end-to-end encrypted" if mode == "e2e" else "not encrypted"
-        await tmux.wait_for(rf"^paired with runner \S+ as app \S+ \({label}\)$")
+        try:
+            await tmux.wait_for(rf"^paired with runner \S+ as app \S+ \({label}\)$")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nrunner: {runner.lines}") from None
         await tmux.wait_for(r"^\$ $")
         token = f"tok{secrets.token_hex(6)}"
         await tmux.type(f"printf 'E2E-%s-MARK\\n' $((123456*7)); : {token}")
