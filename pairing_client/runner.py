@@ -299,8 +299,11 @@ class Runner:
         if isinstance(msg, dict) and isinstance(msg.get("appSessionId"), str):
             app = msg["appSessionId"]
             self.say(f"paired with app {app}")
-            # A new pairing of this app: a handshake follows, whatever came before.
-            self.channels.pop(app, None)
+            # A new pairing of this app (maybe with a new code after a wrong one): a handshake
+            # follows; forget the old session, unless that handshake has already begun.
+            chan = self.channels.get(app)
+            if chan is not None and (chan.open or chan.refused or chan.handshake is None):
+                del self.channels[app]
 
     async def _on_unpaired(self, msg: Any) -> None:
         if not isinstance(msg, dict) or not isinstance(msg.get("appSessionId"), str):

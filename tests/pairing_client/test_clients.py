@@ -114,16 +114,22 @@ async def test_wrong_secret_ends_the_app_and_the_runner_shows_a_new_code(
         assert runner.code is not None
         nameplate, secret = runner.code.rsplit("-", 1)
         wrong = secret[:-1] + ("2" if secret[-1] != "2" else "3")
-        app = App(AppConfig(gateway.url, code=f"{nameplate}-{wrong}", state_dir=tmp_path))
+        app_id = f"lib-app-{secrets.token_hex(8)}"
+        app = App(
+            AppConfig(
+                gateway.url, app_session_id=app_id, code=f"{nameplate}-{wrong}", state_dir=tmp_path
+            )
+        )
         status, message = await asyncio.wait_for(app.run(), 30)
         assert status == WRONG_CODE and "code was wrong" in message
         at = await lines.wait("wrong code")
         await lines.wait("pairing code: ", after=at)
         assert runner.code.split("-")[0] != nameplate
-        # The new code works.
+        # The new code works, also for the app that guessed wrong (the user types it again).
         outputs: asyncio.Queue[Any] = asyncio.Queue()
         good = App(
-            AppConfig(gateway.url, code=runner.code, state_dir=tmp_path), on_data=outputs.put_nowait
+            AppConfig(gateway.url, app_session_id=app_id, code=runner.code, state_dir=tmp_path),
+            on_data=outputs.put_nowait,
         )
         task = asyncio.create_task(good.run())
         await asyncio.wait_for(good.ready.wait(), 20)
