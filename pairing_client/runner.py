@@ -85,6 +85,8 @@ class Runner:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.code: str | None = None
         self.code_changed = asyncio.Event()
+        #: Apps told (in the log) that their unencrypted input is ignored.
+        self.plain_apps: set[str] = set()
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -213,7 +215,11 @@ class Runner:
             self._plain_input(app, data)
             return
         if not isinstance(data, bytes):
-            return  # not a record: an app that does not encrypt gets no answer here
+            # Not a record: never typed. An app that does not encrypt needs a --plain runner.
+            if app not in self.plain_apps:
+                self.plain_apps.add(app)
+                self.say(f"app {app}: sent unencrypted data, ignored (this runner encrypts)")
+            return
         self._handle(app, self.channel(app).receive(data))
 
     def _plain_input(self, app: str, data: Any) -> None:

@@ -158,3 +158,22 @@ async def test_unknown_code_is_refused(gateway: GatewayProcess, tmp_path: Path) 
     status, message = await asyncio.wait_for(app.run(), 30)
     assert status == REFUSED and "INVALID_CODE" in message
     assert INTEGRITY != REFUSED
+
+
+async def test_an_encrypting_runner_never_acts_on_plaintext(gateway: GatewayProcess) -> None:
+    """Whoever pairs with the nameplate alone (the gateway knows it) cannot type anything."""
+    async with running_runner(gateway) as (runner, lines):
+        assert runner.code is not None
+        nameplate = runner.code.rsplit("-", 1)[0]
+        outputs: asyncio.Queue[Any] = asyncio.Queue()
+        intruder = App(
+            AppConfig(gateway.url, code=nameplate, plain=True), on_data=outputs.put_nowait
+        )
+        task = asyncio.create_task(intruder.run())
+        await asyncio.wait_for(intruder.ready.wait(), 20)
+        intruder.send("echo pwned")
+        await lines.wait("sent unencrypted data, ignored")
+        assert outputs.empty()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
