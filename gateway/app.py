@@ -126,6 +126,7 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
             heartbeat_interval_s=hb.interval_s,
             runner_secret=settings.auth.runner_secret,
             store_timeout_s=settings.store_timeout_s,
+            require_e2e=settings.relay.require_e2e,
         ),
         replica_id=replica_id,
     )

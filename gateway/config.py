@@ -73,6 +73,12 @@ class Resume(msgspec.Struct, forbid_unknown_fields=True):
     seq_ttl_s: PositiveFloat = 604_800.0
 
 
+class Relay(msgspec.Struct, forbid_unknown_fields=True):
+    #: Refuse app:command / runner:output whose data is not an end-to-end encrypted frame
+    #: (and app:resize, whose size E2E clients send inside records).
+    require_e2e: bool = False
+
+
 class History(msgspec.Struct, forbid_unknown_fields=True):
     max_len: PositiveInt = 100_000
 
@@ -90,6 +96,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
     history: History = msgspec.field(default_factory=History)
     resume: Resume = msgspec.field(default_factory=Resume)
+    relay: Relay = msgspec.field(default_factory=Relay)
     log_format: Literal["json", "plain", "auto"] = "auto"
     # -- additions to the contract's keys --
     #: Longest a client waits for an ack while the store does not answer (then UNAVAILABLE).

@@ -30,6 +30,15 @@ class Metrics:
             ["change"],
             registry=r,
         )
+        self.pairings_by_mode = Counter(
+            "gateway_pairings_by_mode_total",
+            "Pairings by what the app's first app:command after app:pair was: end-to-end "
+            "encrypted (e2e) or not (plain)",
+            ["mode"],
+            registry=r,
+        )
+        for mode in ("e2e", "plain"):
+            self.pairings_by_mode.labels(mode)
         self.events = Counter(
             "gateway_events_total",
             "Client events handled, by event name and result (success or error code)",

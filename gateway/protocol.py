@@ -185,5 +185,21 @@ def _deeper_than(value: dict[Any, Any] | list[Any], budget: int) -> bool:
     return False
 
 
+#: How every end-to-end encrypted frame starts (magic, version): docs/protocol.md.
+E2E_PREFIX = b"\xe2\x01"
+E2E_REQUIRED = "this gateway relays only end-to-end encrypted data (relay.require_e2e)"
+
+
+def is_e2e(data: Any) -> bool:
+    """Whether relayed ``data`` is an end-to-end encrypted frame (binary, E2 01 ...). The
+    gateway never reads further: the rest is ciphertext, or public handshake values."""
+    return isinstance(data, bytes | bytearray) and len(data) > 2 and data[:2] == E2E_PREFIX
+
+
+def require_e2e(data: Any) -> None:
+    if not is_e2e(data):
+        raise GatewayError(ErrorCode.INVALID_PAYLOAD, E2E_REQUIRED)
+
+
 def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -9,6 +9,7 @@ from gateway.fanout import room_for_runner
 from gateway.handlers.base import RELAY_ATTEMPTS, Ack, Conn, held_blob
 from gateway.handlers.connection import ConnectionEvents
 from gateway.protocol import (
+    E2E_REQUIRED,
     CommandPayload,
     EmptyPayload,
     ErrorCode,
@@ -19,6 +20,8 @@ from gateway.protocol import (
     check_depth,
     decode_args,
     is_code_shaped,
+    is_e2e,
+    require_e2e,
 )
 from pairing import PairStatus
 from pairing.relay import InputStatus
@@ -57,6 +60,7 @@ class AppEvents(ConnectionEvents):
         )
         self.metrics.pairings.labels("paired").inc()
         conn.peer_runner = runner_id
+        conn.mode_unseen = True
         return {"success": True, "runnerId": runner_id, "appSessionId": app}
 
     async def app_unpair(self, conn: Conn, args: tuple[Any, ...]) -> Ack:
@@ -86,6 +90,8 @@ class AppEvents(ConnectionEvents):
 
     async def app_command(self, conn: Conn, args: tuple[Any, ...]) -> Ack:
         payload = decode_args(args, CommandPayload, fields_required=True)
+        if self.options.require_e2e:
+            require_e2e(payload.data)
         check_depth(payload.data)
         await self._become_app(conn)
         app = conn.app_session_id
@@ -113,6 +119,10 @@ class AppEvents(ConnectionEvents):
                 await self.fanout.deliver_here(room, event, {**message, "seq": result.seq})
             else:
                 self.fanout.published += 1
+            if conn.mode_unseen:
+                conn.mode_unseen = False
+                mode = "e2e" if is_e2e(payload.data) else "plain"
+                self.metrics.pairings_by_mode.labels(mode).inc()
             return {"success": True}
         raise GatewayError(ErrorCode.UNAVAILABLE, "the pairing kept changing; retry")
 
@@ -120,6 +130,8 @@ class AppEvents(ConnectionEvents):
         """The app's window size, to its runner as ``terminal:resize`` (not held for resume:
         only the newest size matters, and an app sends it again after a reconnect)."""
         payload = decode_args(args, ResizePayload, fields_required=True)
+        if self.options.require_e2e:  # E2E clients send the size inside records
+            raise GatewayError(ErrorCode.INVALID_PAYLOAD, E2E_REQUIRED)
         await self._become_app(conn)
         app = conn.app_session_id
         status = await self.sessions.get_session_status(app)

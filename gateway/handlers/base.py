@@ -71,6 +71,9 @@ class Conn:
     #: What the last relay found: an app's runner, a runner's paired apps (None: unknown).
     peer_runner: str | None = None
     peer_apps: list[str] | None = None
+    #: Paired on this connection and no app:command relayed yet: the first one tells
+    #: whether the pairing is end-to-end encrypted (gateway_pairings_by_mode_total).
+    mode_unseen: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,7 @@ class GatewayOptions:
     heartbeat_interval_s: float = 10.0
     runner_secret: str | None = None
     store_timeout_s: float = 3.0
+    require_e2e: bool = False
 
 
 class GatewayBase:

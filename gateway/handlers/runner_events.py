@@ -20,6 +20,7 @@ from gateway.protocol import (
     ServerEvent,
     check_depth,
     decode_args,
+    require_e2e,
 )
 from pairing import RefusalReason, Registration, RegistrationStatus
 from pairing.relay import IN
@@ -133,6 +134,8 @@ class RunnerEvents(Resume, ConnectionEvents):
 
     async def runner_output(self, conn: Conn, args: tuple[Any, ...]) -> Ack:
         payload = decode_args(args, OutputPayload, fields_required=True)
+        if self.options.require_e2e:
+            require_e2e(payload.data)
         check_depth(payload.data)
         runner_id = self._registered_runner(conn)
         message = {"runnerId": runner_id, "data": payload.data}

@@ -185,3 +185,15 @@ def test_tune_gc_collects_less_often_and_sets_the_start_up_objects_aside() -> No
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_relay_require_e2e_from_file_and_env(tmp_path: Path) -> None:
+    assert load_settings(None, env={}).relay.require_e2e is False
+    path = tmp_path / "c.yaml"
+    path.write_text("relay:\n  require_e2e: true\n")
+    assert load_settings(path, env={}).relay.require_e2e is True
+    s = load_settings(path, env={"PAIRING_RELAY_REQUIRE_E2E": "false"})
+    assert s.relay.require_e2e is False
+    path.write_text("relay:\n  require_e2e: maybe\n")
+    with pytest.raises(ConfigError, match="require_e2e"):
+        load_settings(path, env={})
