@@ -101,6 +101,8 @@ class App:
         self.ready = asyncio.Event()
         self.ended: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
         self.reconnects = 0
+        #: Events the gateway refused for good (each also told through ``notice``).
+        self.refusals = 0
 
     # -- public ------------------------------------------------------------------------------
 
@@ -239,6 +241,7 @@ class App:
         self.outbox.put("app:command", {"data": frame})
 
     def _refused(self, event: str, ack: Ack) -> None:
+        self.refusals += 1
         self.notice(f"{event} refused: {ack.get('error')} ({ack.get('message')})")
 
     # -- incoming ----------------------------------------------------------------------------

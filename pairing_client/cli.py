@@ -130,14 +130,6 @@ def app_parser() -> argparse.ArgumentParser:
 async def app_commands(app: App, commands: list[str], wait: float) -> int:
     outputs: asyncio.Queue[Any] = asyncio.Queue()
     app.on_data = outputs.put_nowait
-    refused: list[str] = []
-
-    def notice(text: str) -> None:
-        say(text)
-        if "refused" in text:
-            refused.append(text)
-
-    app.notice = notice
     session = asyncio.create_task(app.run())
     try:
         ready = asyncio.create_task(app.ready.wait())
@@ -166,13 +158,13 @@ async def app_commands(app: App, commands: list[str], wait: float) -> int:
             if not getter.done():
                 getter.cancel()
                 say(f"no output within {wait} s")
-                return REFUSED if refused else 3
+                return REFUSED if app.refusals else 3
             data = getter.result()
             if isinstance(data, bytes):
                 data = data.decode(errors="replace")
             text = data if isinstance(data, str) else repr(data)
             print(text, end="" if text.endswith("\n") else "\n", flush=True)
-        return REFUSED if refused else 0
+        return REFUSED if app.refusals else 0
     finally:
         session.cancel()
         with contextlib.suppress(asyncio.CancelledError):
