@@ -170,7 +170,8 @@ class AppChannel(_Channel):
                 else:
                     self.records.open(frame, out)
             elif kind is FrameType.RESPONSE and self.handshake is not None and not self.open:
-                self._send(self.handshake.on_response(frame))
+                if not self.handshake.finished:  # a repeated RESPONSE is not answered again
+                    self._send(self.handshake.on_response(frame))
             elif kind is FrameType.CONFIRM and self.handshake is not None and not self.open:
                 self._opened(self.handshake.on_confirm(frame))
                 out.confirmed = True

@@ -130,6 +130,11 @@ class AppHandshake:
     def rekey(self) -> bool:
         return self.rekey_id is not None
 
+    @property
+    def finished(self) -> bool:
+        """FINISH was made (a repeated RESPONSE gets no second one)."""
+        return self._finish is not None
+
     def hello(self) -> bytes:
         if self.rekey_id is not None:
             return handshake(FrameType.REKEY_HELLO, self.nonce_a + self.rekey_id)

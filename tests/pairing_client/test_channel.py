@@ -113,6 +113,16 @@ def test_resent_handshake_frames_are_answered_once() -> None:
     assert pipe.to_app == []
 
 
+def test_a_repeated_response_gets_no_second_finish() -> None:
+    pipe = Pipe()
+    pipe.app.start(nameplate="K7M2P9QXRT", secret="H4X9QTR")
+    pipe.runner.receive(pipe.to_runner.pop(0))
+    response = pipe.to_app.pop(0)
+    pipe.app.receive(response)
+    pipe.app.receive(response)
+    assert len(pipe.to_runner) == 1
+
+
 def test_rekey_from_the_stored_pairing_key() -> None:
     pipe = Pipe()
     pipe.app.start(nameplate="K7M2P9QXRT", secret="H4X9QTR")
