@@ -50,12 +50,13 @@ async def main(args: argparse.Namespace) -> int:
     sio = socketio.AsyncClient(reconnection=False)
     outputs: asyncio.Queue[Any] = asyncio.Queue()
 
+    # ``*_``: with socketio.connection_state_recovery on, events carry one more argument.
     @sio.on("terminal:output")
-    async def on_output(msg: dict[str, Any]) -> None:
+    async def on_output(msg: dict[str, Any], *_: Any) -> None:
         outputs.put_nowait(msg["data"])
 
     @sio.on("pairing:unpaired")
-    async def on_unpaired(msg: dict[str, Any]) -> None:
+    async def on_unpaired(msg: dict[str, Any], *_: Any) -> None:
         say(f"unpaired from runner {msg['runnerId']}: {msg['reason']}")
 
     auth = {"appSessionId": args.app_session_id or secrets.token_urlsafe(18)}
@@ -184,7 +185,7 @@ class Terminal:
         sio = self.sio
 
         @sio.on("terminal:output")
-        async def on_output(msg: dict[str, Any]) -> None:
+        async def on_output(msg: dict[str, Any], *_: Any) -> None:
             seq = msg.get("seq")
             if isinstance(seq, int):
                 if self.last_seq is not None and seq <= self.last_seq:
@@ -201,12 +202,12 @@ class Terminal:
                 self.finish(data["exit"])
 
         @sio.on("terminal:gap")
-        async def on_gap(msg: dict[str, Any]) -> None:
+        async def on_gap(msg: dict[str, Any], *_: Any) -> None:
             # Output the gateway no longer held for this resume: the screen may be off.
             self.notice(f"{msg.get('missed')} output messages were lost; redraw with Ctrl-L")
 
         @sio.on("pairing:unpaired")
-        async def on_unpaired(msg: dict[str, Any]) -> None:
+        async def on_unpaired(msg: dict[str, Any], *_: Any) -> None:
             self.notice(f"unpaired from runner {msg['runnerId']}: {msg['reason']}")
             self.finish(1)
 

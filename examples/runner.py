@@ -335,29 +335,31 @@ async def _session(args: argparse.Namespace, sio: socketio.AsyncClient) -> bool:
 
     terminals: Terminals | None = args.terminals
 
+    # Handlers take ``*_``: with socketio.connection_state_recovery on, every event carries
+    # an offset as one more argument.
     @sio.on("terminal:input")
-    async def on_input(msg: dict[str, Any]) -> None:
+    async def on_input(msg: dict[str, Any], *_: Any) -> None:
         if terminals is not None:
             terminals.on_input(msg)
         else:
             inputs.put_nowait(msg)  # answered in order by the worker below
 
     @sio.on("terminal:resize")
-    async def on_resize(msg: dict[str, Any]) -> None:
+    async def on_resize(msg: dict[str, Any], *_: Any) -> None:
         if terminals is not None:
             terminals.on_resize(msg)
 
     @sio.on("terminal:gap")
-    async def on_gap(msg: dict[str, Any]) -> None:
+    async def on_gap(msg: dict[str, Any], *_: Any) -> None:
         if terminals is not None:
             terminals.on_gap(msg)
 
     @sio.on("pairing:paired")
-    async def on_paired(msg: dict[str, Any]) -> None:
+    async def on_paired(msg: dict[str, Any], *_: Any) -> None:
         say(f"paired with app {msg['appSessionId']}")
 
     @sio.on("pairing:app_unpaired")
-    async def on_unpaired(msg: dict[str, Any]) -> None:
+    async def on_unpaired(msg: dict[str, Any], *_: Any) -> None:
         say(f"app {msg['appSessionId']} unpaired")
         if terminals is not None:
             terminals.on_unpaired(msg["appSessionId"])
