@@ -31,6 +31,7 @@ from pairing import (
     RunnerRegistry,
     keys,
 )
+from pairing.recovery import RecoveryService
 from pairing.relay import RelayService
 from pairing.store import Redis, connect, is_memory_url, ping
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
     #: Key and channel names for this deployment shape (hash-tagged on a Redis Cluster).
     layout = keys.layout_for(settings.redis_url)
     metrics = Metrics()
+    _warn_recovery_outlives_hold(settings)
     sio = build_server(settings, on_slow_reader=metrics.slow_reader_cuts.inc)
     sio.attach(app, socketio_path="socket.io")
 
@@ -121,6 +123,12 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
         ),
         fanout=fanout,
         send=send,
+        recovery=(
+            RecoveryService(store, window_s=settings.socketio.max_disconnection_s, layout=layout)
+            if settings.socketio.connection_state_recovery
+            else None
+        ),
+        send_with_offset=sio.emit_with_offset,
         metrics=metrics,
         options=GatewayOptions(
             heartbeat_interval_s=hb.interval_s,
@@ -157,6 +165,25 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
     return app
 
 
+def _warn_recovery_outlives_hold(settings: Settings) -> None:
+    """Connection state recovery restores only what the hold still has: a window longer
+    than the hold's life promises recoveries that mostly cannot happen."""
+    sio_cfg, resume = settings.socketio, settings.resume
+    if not sio_cfg.connection_state_recovery:
+        return
+    if resume.max_messages == 0 or sio_cfg.max_disconnection_s > resume.ttl_s:
+        log.warning(
+            "socketio.max_disconnection_s outlives the hold (resume.ttl_s, "
+            "resume.max_messages): a client that missed output after the hold let it go "
+            "gets a new session, not a recovered one",
+            extra={
+                "max_disconnection_s": sio_cfg.max_disconnection_s,
+                "resume_ttl_s": resume.ttl_s,
+                "resume_max_messages": resume.max_messages,
+            },
+        )
+
+
 async def _background(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = app[STORE]
@@ -179,6 +206,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
                 gateway.history,
             ):
                 await service.load_scripts()
+            if gateway.recovery is not None:
+                await gateway.recovery.load_scripts()
     except Exception as exc:  # loaded on first use instead (redis-py reloads on NOSCRIPT)
         log.warning("could not preload Lua scripts", extra={"error": repr(exc)})
     app[FANOUT].start()

@@ -61,6 +61,11 @@ class SocketIO(msgspec.Struct, forbid_unknown_fields=True):
     websocket_compression: bool = False
     #: Outgoing data allowed to wait for one connection; past it its transport is cut.
     max_buffered_bytes: PositiveInt = 4_194_304
+    #: Socket.IO's own connection state recovery (CONNECT carries a pid, events an offset);
+    #: off because every event then carries one more argument (docs/protocol.md).
+    connection_state_recovery: bool = False
+    #: How long after a connection ended its client may still recover it.
+    max_disconnection_s: PositiveFloat = 120.0
 
 
 class Resume(msgspec.Struct, forbid_unknown_fields=True):

@@ -212,8 +212,10 @@ class Fanout:
                     extra={"room": envelope.room, "error": repr(exc)[:200]},
                 )
         elif envelope.kind == "evict" and envelope.origin != self.replica_id:
-            # (our own evict was applied locally)
-            await self._evicted(envelope.room, self.local_members(envelope.room) - {envelope.keep})
+            # (our own evict was applied locally.) The socket kept is on the origin replica,
+            # so every member here is older, even one with the same sid: a connection
+            # restored there by Socket.IO's connection state recovery keeps its sid.
+            await self._evicted(envelope.room, self.local_members(envelope.room))
         elif envelope.kind == "moved" and envelope.origin != self.replica_id:
             for sid in self.local_members(envelope.room):
                 if self._local_moved is not None:

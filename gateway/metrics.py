@@ -70,6 +70,13 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.recoveries = Counter(
+            "gateway_connection_recoveries_total",
+            "CONNECTs presenting a Socket.IO pid: recovered (same sid, missed events sent) or "
+            "new (a new session: unknown or expired pid, or what it missed is no longer held)",
+            ["result"],
+            registry=r,
+        )
         self.resume_gaps = Counter(
             "gateway_resume_gaps_total",
             "terminal:gap events sent: seqs a client asked for that the hold no longer had",

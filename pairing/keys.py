@@ -39,6 +39,9 @@ ROOM_CHANNEL_PREFIX = "gateway:room:"
 #: every other beat instead of every beat. The index is a hint the sweeper verifies against
 #: the heartbeat key, so an entry up to half a timeout old loses nothing.
 LAST_SEEN_MARK_PREFIX = "runner:last_seen_mark:"
+#: Connection state recovery: ``socketio:pid:{<sha256 of the pid>}``, what a Socket.IO
+#: private session id names (``pairing.recovery``). The pid itself is never stored.
+RECOVERY_PID_PREFIX = "socketio:pid:"
 
 
 def session(app_session_id: str) -> str:
@@ -105,6 +108,11 @@ def resume_keys(app_session_id: str, direction: str) -> list[str]:
         resume_hold(app_session_id, direction),
         resume_bytes(app_session_id, direction),
     ]
+
+
+def recovery_pid(pid_digest: str) -> str:
+    """The record of a pid, by the hex SHA-256 of the pid (a hash tag in both layouts)."""
+    return f"{RECOVERY_PID_PREFIX}{{{pid_digest}}}"
 
 
 # --- Layouts: the same families, spelled for one Redis or for a Redis Cluster -----------------
@@ -197,6 +205,9 @@ class KeyLayout:
 
     def resume_bytes(self, app_session_id: str, direction: str) -> str:
         return resume_bytes(app_session_id, direction)
+
+    def recovery_pid(self, pid_digest: str) -> str:
+        return recovery_pid(pid_digest)
 
 
 class ClusterKeyLayout(KeyLayout):

@@ -229,7 +229,7 @@ class Connection:
 
             sio.on("disconnect", disconnect)
             for event, handler in self.handlers.items():
-                sio.on(event, handler)
+                sio.on(event, _message_only(handler))
             auth = self.auth() if self.auth is not None else None
             try:
                 await sio.connect(
@@ -263,3 +263,14 @@ class Connection:
                     await asyncio.wait_for(sio.disconnect(), CLOSE_TIMEOUT_S)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(sio.shutdown(), CLOSE_TIMEOUT_S)
+
+
+def _message_only(handler: Handler) -> Handler:
+    """``handler`` called with the event's message alone: with the gateway's
+    ``socketio.connection_state_recovery`` on, every event carries its offset as one more
+    argument, which these clients (resuming with ``lastSeq``) do not use."""
+
+    async def call(msg: Any = None, *_offset: Any) -> None:
+        await handler(msg)
+
+    return call

@@ -7,6 +7,8 @@
   queue, lean per idle connection (one timer per socket, no task per message) and answering
   as Engine.IO v4 specifies where python-engineio differs.
 - ``codec``: msgspec as the JSON module of both.
+- ``recovery``: what connection state recovery needs of python-socketio (a CONNECT under a
+  given sid, the pid in the CONNECT reply); the handlers decide what is restored.
 
 The rest of the gateway uses only the public API of these classes and of python-socketio.
 The upstream methods they replace or call are pinned by a hash of their source in

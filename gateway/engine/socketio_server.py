@@ -16,6 +16,7 @@ from gateway.config import Settings
 from gateway.engine.codec import MsgspecJSON
 from gateway.engine.engineio_server import LeanEngineIOServer
 from gateway.engine.packets import EVENT_HEADER, dumps, parse_event, plain
+from gateway.engine.recovery import ConnectionRecovery, RecoveringManager
 from gateway.protocol import ErrorCode, error_ack
 
 log = logging.getLogger("gateway.server")
@@ -52,6 +53,8 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         #: Handles every event of the default namespace: (event, sid, args) -> the ack's
         #: argument. Without it, events go to python-socketio's handlers (``on``).
         self.event_handler: Callable[[str, str, tuple[Any, ...]], Awaitable[Any]] | None = None
+        #: Connection state recovery (``build_server`` with it on gives a RecoveringManager).
+        self.recovery: ConnectionRecovery | None = None
 
     def _engineio_server_class(self) -> type[LeanEngineIOServer]:
         return LeanEngineIOServer
@@ -97,12 +100,45 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
                 ),
             )
             return
-        await super()._handle_connect(eio_sid, namespace, data)
+        recovery = self.recovery
+        given = None
+        if recovery is not None and isinstance(self.manager, RecoveringManager):
+            given = await self._restorable(eio_sid, recovery, data)
+        try:
+            await super()._handle_connect(eio_sid, namespace, data)
+        finally:
+            if given is not None and recovery is not None:
+                self.manager.take_back(eio_sid)
+                recovery.settled(given)
         hook = self.after_connect
         if hook is not None:
             sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
             if sid is not None and self.manager.is_connected(sid, namespace):
                 await hook(sid)
+
+    async def _restorable(
+        self, eio_sid: str, recovery: ConnectionRecovery, auth: Any
+    ) -> str | None:
+        """The sid this CONNECT restores, given to the manager; an older connection of the
+        session still here (its end not noticed yet) is disconnected first."""
+        sid = await recovery.restorable(auth)
+        if sid is None:
+            return None
+        if self.manager.eio_sid_from_sid(sid, "/") is not None:
+            await self.disconnect(sid, namespace="/")
+        self.manager.give_sid(eio_sid, sid)
+        return sid
+
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        """With recovery, a CONNECT reply carries the connection's pid beside its sid."""
+        recovery = self.recovery
+        if recovery is not None and pkt.packet_type == packet.CONNECT:
+            data = pkt.data
+            if isinstance(data, dict) and isinstance(data.get("sid"), str):
+                pid = recovery.pid_of(data["sid"])
+                if pid is not None:
+                    pkt.data = {**data, "pid": pid}
+        await super()._send_packet(eio_sid, pkt)
 
     def _serves(self, namespace: str) -> bool:
         """python-socketio's own test, in its ``_handle_connect``, for a namespace it serves."""
@@ -198,6 +234,17 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         else:
             await self.emit(event, data, to=sid)
 
+    async def emit_with_offset(self, sid: str, event: str, data: Any, offset: str) -> None:
+        """``emit_to`` with the event's recovery offset as its last argument."""
+        eio_sid = self.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is None:
+            return
+        args = [str(event), data, offset]
+        if plain(args):
+            await self.eio.send_text(eio_sid, f"{packet.EVENT}{dumps(args)}")
+        else:
+            await self.emit(event, (data, offset), to=sid)
+
     async def _settle(self, eio_sid: str) -> None:
         """Wait (bounded) for the events that arrived before a disconnect."""
         inbox = self._inboxes.get(eio_sid)
@@ -264,6 +311,8 @@ def build_server(
     every connection cut for exceeding ``max_buffered_bytes``."""
     sio_cfg = settings.socketio
     server = GatewayServer(
+        # Connection state recovery restores sessions under their old sid.
+        client_manager=RecoveringManager() if sio_cfg.connection_state_recovery else None,
         async_mode="aiohttp",
         json=MsgspecJSON,
         # Handlers run inline in each connection's own drain task (GatewayServer._drain):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -23,6 +24,7 @@ from pairing import (
     RunnerRegistration,
     RunnerRegistry,
 )
+from pairing.recovery import RecoveryService
 from pairing.relay import Recipient, RelayService
 
 Ack = dict[str, Any]
@@ -32,6 +34,8 @@ STORE_ERRORS = (RedisError, OSError, TimeoutError)
 SEQ_EVENTS = frozenset({ServerEvent.TERMINAL_OUTPUT.value, ServerEvent.TERMINAL_INPUT.value})
 #: Tries of a relay whose expected recipients were out of date (pairings changing under it).
 RELAY_ATTEMPTS = 5
+#: Sends an event with its recovery offset as the last argument to one local socket.
+OffsetEmit = Callable[[str, str, Any, str], Awaitable[None]]
 #: A held message: msgpack of the message without its seq (keeps binary data binary).
 _encode_held = msgspec.msgpack.Encoder().encode
 decode_held = msgspec.msgpack.Decoder().decode
@@ -74,6 +78,20 @@ class Conn:
     #: Paired on this connection and no app:command relayed yet: the first one tells
     #: whether the pairing is end-to-end encrypted (gateway_pairings_by_mode_total).
     mode_unseen: bool = False
+    #: Connection state recovery (only when it is on, and the connection has a pid).
+    recovery: Recoverable | None = None
+
+
+@dataclass(slots=True)
+class Recoverable:
+    """A connection's Socket.IO private session: its pid, the token of its pid record, and
+    positions in its app's output log: where the session started, and the offset of the
+    last event it was sent."""
+
+    pid: str
+    token: str
+    start: int
+    position: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +122,8 @@ class GatewayBase:
         metrics: Metrics,
         options: GatewayOptions,
         replica_id: str,
+        recovery: RecoveryService | None = None,
+        send_with_offset: OffsetEmit | None = None,
     ) -> None:
         self.sessions = sessions
         self.runners = runners
@@ -130,6 +150,15 @@ class GatewayBase:
         self._deadlines = Deadlines(options.store_timeout_s)
         #: sid -> confirmation of its room's subscription, for an app resuming at connect.
         self._resume_waits: dict[str, asyncio.Future[None] | None] = {}
+        #: Connection state recovery (None: off): pid records, and how offsets are sent.
+        self.recovery = recovery
+        self.send_with_offset = send_with_offset
+
+    async def _open_session(self, conn: Conn, last_seq: int | None) -> None:
+        """Connection state recovery: give a new connection its pid (``handlers.recovery``)."""
+
+    async def _mark_app(self, conn: Conn) -> None:
+        """A connection with a pid became an app after it connected (recovery's record)."""
 
     def _recipient(self, app: str, room: str, event: str) -> Recipient:
         """Delivered here if the room is here, else published by the relay script."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from typing import Any
 
 from gateway.fanout import room_for_app
 from gateway.handlers.base import STORE_ERRORS, Conn, GatewayBase, Role
@@ -38,6 +39,8 @@ class ConnectionEvents(GatewayBase):
         if presented and last_seq is not None:
             conn.resume_from = last_seq
             conn.held_back = []
+        if self.recovery is not None:
+            await self._open_session(conn, last_seq if presented else None)
         if presented:
             try:
                 async with asyncio.timeout(self.options.store_timeout_s):
@@ -47,7 +50,7 @@ class ConnectionEvents(GatewayBase):
                 self.metrics.redis_errors.labels("connect").inc()
                 log.warning("could not announce app connection", extra={"error": repr(exc)})
 
-    async def disconnected(self, sid: str) -> None:
+    async def disconnected(self, sid: str, reason: Any = None) -> None:
         self._resume_waits.pop(sid, None)
         conn = self.conns.pop(sid, None)
         if conn is None:
@@ -110,17 +113,25 @@ class ConnectionEvents(GatewayBase):
         entries.append(NewEntry(kind, runner_id=runner_id, reason=reason.value))
         await self.history.record_many(entries)
 
-    async def _become_app(self, conn: Conn) -> None:
+    async def _become_app(
+        self, conn: Conn, *, confirm: bool = False
+    ) -> asyncio.Future[None] | None:
+        """Make the connection its app's, in the app's room; with ``confirm`` (or a lastSeq
+        to resume from), returns the confirmation of the room's subscription."""
         if conn.role is Role.APP:
-            return
+            return None
         if conn.role is Role.RUNNER:
             raise GatewayError(ErrorCode.WRONG_ROLE, "this connection is registered as a runner")
         conn.role = Role.APP
         self.metrics.connected_apps.inc()
+        if conn.recovery is not None and not conn.presented:
+            await self._mark_app(conn)
         room = room_for_app(conn.app_session_id)
         conn.room = room
-        waiter = await self.fanout.join(conn.sid, room, confirm=conn.resume_from is not None)
+        confirm = confirm or conn.resume_from is not None
+        waiter = await self.fanout.join(conn.sid, room, confirm=confirm)
         if conn.resume_from is not None:
             self._resume_waits[conn.sid] = waiter
         if conn.presented:  # a server-assigned id has no older sockets to evict
             await self.fanout.evict(room, conn.sid)
+        return waiter

@@ -19,6 +19,7 @@ from gateway.addresses import Network, client_address
 from gateway.engine import GatewayServer
 from gateway.handlers.app_events import AppEvents
 from gateway.handlers.base import STORE_ERRORS, Ack, Conn
+from gateway.handlers.recovery import Recovery
 from gateway.handlers.runner_events import RunnerEvents
 from gateway.protocol import (
     ErrorCode,
@@ -32,7 +33,7 @@ from gateway.protocol import (
 log = logging.getLogger("gateway.events")
 
 
-class PairingGateway(RunnerEvents, AppEvents):
+class PairingGateway(RunnerEvents, AppEvents, Recovery):
     """Socket.IO-facing behaviour, with every dependency injected: one object per replica,
     its handlers grouped by concern in the classes it joins."""
 
@@ -124,10 +125,12 @@ def attach(sio: GatewayServer, gateway: PairingGateway, trusted: Sequence[Networ
     @sio.on("disconnect")  # type: ignore[untyped-decorator]
     async def on_disconnect(sid: str, reason: Any = None) -> None:
         try:
-            await gateway.disconnected(sid)
+            await gateway.disconnected(sid, reason)
         except Exception:
             log.exception("disconnect handling failed")
 
     # every other event, straight from the socket's inbox (GatewayServer._drain)
     sio.event_handler = gateway.dispatch
     sio.after_connect = gateway.after_connect
+    if gateway.recovery is not None:
+        sio.recovery = gateway

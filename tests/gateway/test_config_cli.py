@@ -41,8 +41,32 @@ def test_shipped_config_has_every_contract_key_and_defaults() -> None:
         "cors_allowed_origins",
         "websocket_compression",
         "max_buffered_bytes",
+        "connection_state_recovery",
+        "max_disconnection_s",
     }
     assert set(raw["resume"]) == {"max_messages", "max_bytes", "ttl_s", "seq_ttl_s"}
+
+
+def test_connection_state_recovery_is_off_by_default_and_set_by_file_or_env(
+    tmp_path: Path,
+) -> None:
+    assert Settings().socketio.connection_state_recovery is False
+    assert Settings().socketio.max_disconnection_s == 120
+    path = tmp_path / "c.yaml"
+    path.write_text("socketio:\n  connection_state_recovery: true\n  max_disconnection_s: 30\n")
+    s = load_settings(path, env={})
+    assert s.socketio.connection_state_recovery is True
+    assert s.socketio.max_disconnection_s == 30
+    env = {
+        "PAIRING_SOCKETIO_CONNECTION_STATE_RECOVERY": "false",
+        "PAIRING_SOCKETIO_MAX_DISCONNECTION_S": "2.5",
+    }
+    s = load_settings(path, env=env)
+    assert s.socketio.connection_state_recovery is False
+    assert s.socketio.max_disconnection_s == 2.5
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(ConfigError, match="max_disconnection_s"):
+            load_settings(None, env={"PAIRING_SOCKETIO_MAX_DISCONNECTION_S": bad})
 
 
 def test_env_overrides_file_and_flags_override_env(tmp_path: Path) -> None:

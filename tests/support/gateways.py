@@ -142,11 +142,17 @@ class Client:
         self.queues: dict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
         self.raw: dict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
         self.missing_seq: list[Any] = []
+        #: Offsets of the events that carried one (connection state recovery on), by event.
+        self.offsets: dict[str, list[str]] = defaultdict(list)
         for name in self.EVENTS:
             self.sio.on(name, self._recorder(name))
 
     def _recorder(self, name: str) -> Any:
         async def record(*args: Any) -> None:
+            if len(args) == 2 and type(args[1]) is str:
+                # socketio.connection_state_recovery: the event's offset, kept apart
+                self.offsets[name].append(args[1])
+                args = args[:1]
             payload = args[0] if len(args) == 1 else args
             if name in self.SEQ_EVENTS:
                 self.raw[name].put_nowait(payload)

@@ -22,6 +22,21 @@ from tests.support.gateways import RunningGateway
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
 
+
+@pytest.fixture(params=["recovery off", "recovery on"])
+def start_gateway(request: pytest.FixtureRequest, start_gateway: StartGateway) -> StartGateway:
+    """Every rule holds with Socket.IO's connection state recovery off and on."""
+    on = request.param == "recovery on"
+
+    async def start(config: dict[str, Any] | None = None, **kwargs: Any) -> RunningGateway:
+        cfg = dict(config or {})
+        if on:
+            cfg["socketio"] = {**cfg.get("socketio", {}), "connection_state_recovery": True}
+        return await start_gateway(cfg, **kwargs)
+
+    return start
+
+
 #: What a browser or socket.io-client sends: permessage-deflate, offered.
 _DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
 

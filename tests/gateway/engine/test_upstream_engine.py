@@ -22,6 +22,7 @@ from engineio.async_drivers import aiohttp as engineio_aiohttp
 
 from gateway.engine import GatewayServer
 from gateway.engine.engineio_server import LeanEngineIOServer, _WebSocket
+from gateway.engine.recovery import RecoveringManager
 from gateway.engine.socket import LeanSocket
 
 #: The distributions the hashes below were taken from.
@@ -159,7 +160,9 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     ),
     "socketio.async_server.AsyncServer._handle_connect": (
         "c97c480cf777de36",
-        "GatewayServer._handle_connect and _serves copy its namespace test",
+        "GatewayServer._handle_connect and _serves copy its namespace test; with recovery "
+        "it awaits manager.pre_connect before the connect handler and sends the CONNECT "
+        "reply {'sid'} through _send_packet after it",
     ),
     "socketio.async_server.AsyncServer._handle_event": (
         "65178105ef8b593d",
@@ -208,7 +211,28 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     ),
     "socketio.async_server.AsyncServer._send_packet": (
         "a00022b42c1c29e9",
-        "GatewayServer's own acks and CONNECT_ERROR",
+        "GatewayServer's own acks and CONNECT_ERROR; its override adds the pid to CONNECT "
+        "replies (connection state recovery), which _handle_connect sends through it",
+    ),
+    # python-socketio, for connection state recovery: gateway/engine/recovery.py
+    "socketio.base_manager.BaseManager.__init__": (
+        "bfee992d912fe9a4",
+        "RecoveringManager.__init__ calls it, then keeps the sids it is to give",
+    ),
+    "socketio.base_manager.BaseManager.pre_connect": (
+        "bfdba4c0c8f1bd8a",
+        "RecoveringManager.pre_connect does what it does with a given sid instead of a drawn "
+        "one (enter the None room and the sid's own room, then pending_connect)",
+    ),
+    "socketio.async_manager.AsyncManager.pre_connect": (
+        "84f2cdf2a4ddf07c",
+        "RecoveringManager.pre_connect replaces it; _handle_connect awaits it first, before "
+        "the connect handler, which therefore runs under the given sid",
+    ),
+    "socketio.async_server.AsyncServer.disconnect": (
+        "7d2f76686c12cc23",
+        "GatewayServer._restorable disconnects an older connection still holding the sid "
+        "a CONNECT restores (its disconnect handler runs, reason 'server disconnect')",
     ),
     "socketio.base_manager.BaseManager.sid_from_eio_sid": (
         "15467098a36bcd71",
@@ -230,6 +254,7 @@ OVERRIDES: dict[type, type] = {
     LeanEngineIOServer: engineio.AsyncServer,
     _WebSocket: engineio_aiohttp.WebSocket,
     GatewayServer: socketio.AsyncServer,
+    RecoveringManager: socketio.AsyncManager,
 }
 
 
