@@ -177,3 +177,36 @@ async def test_an_encrypting_runner_never_acts_on_plaintext(gateway: GatewayProc
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_the_clients_work_with_connection_state_recovery_on(tmp_path: Path) -> None:
+    """With recovery on every event carries its offset as one more argument: the clients'
+    handlers take the message alone (a handler of one argument would never be called)."""
+    gw = GatewayProcess(
+        f"memory://clients-{secrets.token_hex(4)}",
+        {"socketio": {"connection_state_recovery": True}},
+    )
+    gw.start()
+    try:
+        async with running_runner(gw) as (runner, _):
+            assert runner.code is not None
+            outputs: asyncio.Queue[Any] = asyncio.Queue()
+            app = App(
+                AppConfig(
+                    gw.url,
+                    app_session_id=f"lib-app-{secrets.token_hex(8)}",
+                    code=runner.code,
+                    state_dir=tmp_path,
+                ),
+                on_data=outputs.put_nowait,
+            )
+            task = asyncio.create_task(app.run())
+            try:
+                await asyncio.wait_for(app.ready.wait(), 20)
+                assert await echo_roundtrip(app, outputs, "offsets") == b"echo: offsets"
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        gw.terminate()
