@@ -72,8 +72,9 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     ),
     "engineio.async_socket.AsyncSocket.receive": (
         "a91ae36ec2fb5340",
-        "called by LeanSocket._websocket_handler; a CLOSE closes with abort (no packet); "
-        "a MESSAGE goes to the 'message' handler, which the handler calls directly",
+        "LeanSocket.receive wraps it (a NOOP ignored); a CLOSE closes with abort (no "
+        "packet); a MESSAGE goes to the 'message' handler, which the handler calls "
+        "directly; its info log indexes packet_names, so only types 0-6 may reach it",
     ),
     "engineio.async_server.AsyncServer._trigger_event": (
         "4a09b6e47eb66532",
@@ -110,11 +111,23 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     ),
     "engineio.async_socket.AsyncSocket.handle_post_request": (
         "82dca119a261a959",
-        "its receive() of a CLOSE ends the pending poll (LeanSocket.poll's noop)",
+        "LeanSocket.handle_post_request replaces it: a bad payload closes the socket (no "
+        "wait) and raises EngineIOError, which handle_request answers 400",
     ),
     "engineio.async_socket.AsyncSocket.close": (
         "faa2e93902543244",
-        "LeanSocket.close wraps it",
+        "LeanSocket.close calls it with wait=False and waits (bounded) itself; it sends "
+        "the CLOSE packet (unless abort) after the disconnect handler",
+    ),
+    "engineio.base_server.BaseServer._log_error_once": (
+        "dccbb5602dc46a09",
+        "LeanEngineIOServer._log_error_once: every refused request goes through it, "
+        "keyed 'bad-sid' for an unknown session",
+    ),
+    "engineio.base_server.BaseServer._get_socket": (
+        "ae2f99e66d632944",
+        "raises KeyError for a closed socket, which handle_request's POST path does not "
+        "catch (a 500): LeanEngineIOServer.handle_request drops closed sockets before it",
     ),
     "engineio.async_socket.AsyncSocket.schedule_ping": (
         "fe316639159cd70d",
@@ -208,6 +221,7 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     ),
     "socketio.async_server.AsyncServer._send_packet": (
         "a00022b42c1c29e9",
+        "GatewayServer._send_packet wraps it (CONNECT_ERROR's payload made an object); "
         "GatewayServer's own acks and CONNECT_ERROR",
     ),
     "socketio.base_manager.BaseManager.sid_from_eio_sid": (
