@@ -274,6 +274,20 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
             return False
         return True
 
+    async def _handle_ack(self, eio_sid: str, namespace: str | None, id: int, data: Any) -> None:
+        """An ACK from the client: refused (counted, rate-limited) unless the server asked.
+
+        python-socketio logs a WARNING for every ack it has no callback for, unthrottled: a
+        client sending ``43<n>[]`` in a loop would fill the log.
+        """
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+        if id not in self.manager.callbacks.get(sid, ()):
+            refusals.refused(
+                self.eio, refusals.SOCKETIO_PACKET, "an ack the server did not ask for", id
+            )
+            return
+        await super()._handle_ack(eio_sid, namespace, id, data)
+
     async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
         """python-socketio's send, with CONNECT_ERROR's payload always an object.
 

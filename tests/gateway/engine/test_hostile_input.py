@@ -214,3 +214,21 @@ async def test_a_malformed_connect_over_polling_gets_a_connect_error(
     status, body = await poll(http, gateway.url, sid)
     assert status == 200
     _connect_error(body)
+
+
+async def test_acks_the_server_never_asked_for_are_refused_quietly(
+    gateway: GatewayProcess, http: aiohttp.ClientSession
+) -> None:
+    """python-socketio logs a WARNING per unknown ack, unthrottled (a log flood)."""
+    before = await _refused_count(http, gateway.url, "socketio_packet")
+    ws = await open_ws(http, gateway.url)
+    await ws.send_str("40")
+    assert (await ws_next(ws) or "").startswith("40{")
+    for i in range(50):
+        await ws.send_str(f'43{i}["x"]')
+    await ws.send_str('421["app:status"]')  # a barrier: handled after the acks
+    reply = await ws_next(ws)
+    assert reply is not None and reply.startswith("431["), reply
+    await ws.close()
+    assert await _refused_count(http, gateway.url, "socketio_packet") >= before + 50
+    assert "Unknown callback" not in gateway.log()

@@ -224,6 +224,15 @@ UPSTREAM: dict[str, tuple[str, str]] = {
         "GatewayServer._send_packet wraps it (CONNECT_ERROR's payload made an object); "
         "GatewayServer's own acks and CONNECT_ERROR",
     ),
+    "socketio.async_server.AsyncServer._handle_ack": (
+        "b7521c6c30972551",
+        "GatewayServer._handle_ack calls it only for an id the manager holds a callback for",
+    ),
+    "socketio.async_manager.AsyncManager.trigger_callback": (
+        "9cf95a1d1a3aaeeb",
+        "callbacks are self.callbacks[sid][id] (GatewayServer._handle_ack looks there); "
+        "an unknown one is logged at WARNING, unthrottled",
+    ),
     "socketio.base_manager.BaseManager.sid_from_eio_sid": (
         "15467098a36bcd71",
         "GatewayServer._handle_event",
