@@ -175,11 +175,11 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             self._timer.cancel()
             self._timer = None
         await super().close(wait=False, abort=abort, reason=reason)
-        self.queue.put_nowait(None)  # a waiting poll or websocket writer returns
         if wait:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
                     await self.queue.join()
+        self.queue.put_nowait(None)  # a waiting poll or websocket writer returns
 
     async def receive(self, pkt: Any) -> None:
         """engineio's receive, ignoring a NOOP (as Node does; engineio raises on it)."""
