@@ -126,7 +126,7 @@ class LeanEngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
         and OPTIONS is a 400; a websocket for a session already upgraded is accepted and
         closed (engineio answers 400, which a websocket client takes for an error).
         """
-        refusals.current_request.set(request)
+        refusals.current_client.set(refusals.client_of(request, self.trusted_proxies))
         method = request.method
         if method != "OPTIONS":
             query = request.query

@@ -49,9 +49,17 @@ REFILL_S = 10.0
 #: Addresses remembered (least recently refused forgotten first).
 MAX_ADDRESSES = 10_000
 
-#: The HTTP request being served (set by the Engine.IO server for each request): its client
-#: address is worked out only when something is refused.
-current_request: ContextVar[Any] = ContextVar("current_request", default=None)
+#: The address of the client whose request is being served, set by the Engine.IO server for
+#: each request (a string: a context captured by a timer or task keeps no request alive).
+current_client: ContextVar[str] = ContextVar("current_client", default="unknown")
+
+
+def client_of(request: Any, trusted: Sequence[Network]) -> str:
+    """A request's client address: the peer, or behind trusted proxies X-Forwarded-For's."""
+    if not trusted:
+        return str(request.remote or "unknown")
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
+    return client_address({"aiohttp.request": request, "HTTP_X_FORWARDED_FOR": forwarded}, trusted)
 
 
 def escaped(value: Any, limit: int = DETAIL_MAX) -> str:
@@ -113,7 +121,7 @@ def refused(server: Any, kind: str, what: str, detail: Any = None) -> None:
     counter = getattr(server, "on_protocol_error", None)
     if counter is not None:
         counter(kind)
-    address = _address(server)
+    address = current_client.get()
     suppressed = _log_budget.allow(address)
     if suppressed is None:
         return
@@ -123,14 +131,3 @@ def refused(server: Any, kind: str, what: str, detail: Any = None) -> None:
     if suppressed:
         extra["suppressed"] = suppressed
     log.warning(what, extra=extra)
-
-
-def _address(server: Any) -> str:
-    request = current_request.get()
-    if request is None:
-        return "unknown"
-    trusted: Sequence[Network] = getattr(server, "trusted_proxies", ())
-    environ = {"aiohttp.request": request}
-    if trusted:
-        environ["HTTP_X_FORWARDED_FOR"] = ",".join(request.headers.getall("X-Forwarded-For", []))
-    return client_address(environ, trusted)

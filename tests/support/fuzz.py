@@ -133,6 +133,17 @@ def socketio_packet(draw: st.DrawFn) -> str:
     return out + draw(event_payload())
 
 
+class RawText(bytes):
+    """Bytes to send as a websocket TEXT frame as they are (invalid UTF-8 included)."""
+
+    __slots__ = ()
+
+
+async def send_raw_text(ws: aiohttp.ClientWebSocketResponse, data: bytes) -> None:
+    """A TEXT frame of any bytes: aiohttp's send_str only sends valid UTF-8."""
+    await ws._writer.send_frame(data, aiohttp.WSMsgType.TEXT)
+
+
 class Big(str):
     """A giant frame, shown by its size (hypothesis reports examples by their repr)."""
 
@@ -155,6 +166,8 @@ def frame(draw: st.DrawFn) -> str | bytes:
         return draw(st.sampled_from(["", "x", "4\x1e\x1e4", "b", "b!!", "40\x00", "6"]))
     if choice < 17:
         return draw(st.text(max_size=30))
+    if choice < 18:
+        return RawText(draw(st.sampled_from([b"4\xff", b"\xc3(", b'42["\xed\xa0\x80"]'])))
     return draw(st.binary(min_size=1, max_size=40) | st.just(b"\xff" * 64))
 
 
@@ -275,7 +288,9 @@ async def _play_ws(http: aiohttp.ClientSession, url: str, script: Script) -> Ses
                 if ws.closed or session.closed:
                     break
                 try:
-                    if isinstance(item, bytes):
+                    if isinstance(item, RawText):
+                        await send_raw_text(ws, item)
+                    elif isinstance(item, bytes):
                         await ws.send_bytes(item)
                     else:
                         await ws.send_str(item)

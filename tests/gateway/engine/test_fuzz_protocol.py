@@ -1,11 +1,11 @@
 """Generated hostile Engine.IO / Socket.IO sessions against a real gateway process.
 
-Every session (tests/support/fuzz.py's ``scripts``: websocket or long-polling, almost-right
-Socket.IO packets and plain garbage) must get only well-formed answers: HTTP 200 or 400, an
-ack of the contract's shape, CONNECT_ERROR ``{"message"}``, or a close; never a hang (every
-session ends with a barrier that must be answered or find the session closed). Afterwards
-the process is alive and its log holds no traceback, no ERROR line and no non-JSON line.
-The long run beside a canary pair, with memory and Redis bounds, is
+Every one of 100 sessions (tests/support/fuzz.py's ``scripts``: websocket or long-polling,
+almost-right Socket.IO packets and plain garbage) must get only well-formed answers: HTTP 200
+or 400, an ack of the contract's shape, CONNECT_ERROR ``{"message"}``, or a close; never a
+hang (every session ends with a barrier that must be answered or find the session closed).
+Afterwards the process is alive and its log holds no traceback, no ERROR line and no non-JSON
+line. The long run beside a canary pair, with memory and Redis bounds, is
 tests/scenarios/test_fuzz_gateway.py (``make fuzz``).
 """
 
@@ -55,7 +55,7 @@ def test_generated_sessions_get_well_formed_answers(
     gw, loop, http = fuzzed
 
     @settings(
-        max_examples=40,
+        max_examples=100,
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
+from tests.support.fuzz import send_raw_text
 from tests.support.gateways import GatewayProcess
 from tests.support.hostile import (
     http_session,
@@ -151,6 +152,18 @@ async def test_a_bad_websocket_packet_closes_the_connection(
     await ws.send_str("40")
     assert (await ws_next(ws) or "").startswith("40{")
     await ws.send_str(frame)
+    assert await ws_closes(ws)
+    await ws.close()
+
+
+@pytest.mark.parametrize("data", [b"4\xff", b'42["\xed\xa0\x80"]', b"\xc3("])
+async def test_a_websocket_text_frame_of_invalid_utf8_closes_the_connection(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, data: bytes
+) -> None:
+    ws = await open_ws(http, gateway.url)
+    await ws.send_str("40")
+    assert (await ws_next(ws) or "").startswith("40{")
+    await send_raw_text(ws, data)
     assert await ws_closes(ws)
     await ws.close()
 

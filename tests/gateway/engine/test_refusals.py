@@ -74,3 +74,20 @@ def test_refused_counts_every_time_and_logs_one_json_warning_line(
     entry: dict[str, Any] = json.loads(line)
     assert entry["kind"] == "engineio_packet" and entry["client"] == "unknown"
     assert entry["detail"].startswith("\\x00") and len(entry["detail"]) < 500
+
+
+class _Request:
+    def __init__(self, remote: str, forwarded: list[str]) -> None:
+        from multidict import CIMultiDict
+
+        self.remote = remote
+        self.headers = CIMultiDict([("X-Forwarded-For", f) for f in forwarded])
+
+
+def test_client_of_is_the_peer_or_behind_trusted_proxies_the_forwarded_hop() -> None:
+    from gateway.addresses import parse_networks
+
+    trusted = parse_networks(["10.0.0.0/8"])
+    assert refusals.client_of(_Request("203.0.113.9", ["1.2.3.4"]), []) == "203.0.113.9"
+    assert refusals.client_of(_Request("203.0.113.9", ["1.2.3.4"]), trusted) == "203.0.113.9"
+    assert refusals.client_of(_Request("10.0.0.2", ["1.2.3.4, 10.0.0.7"]), trusted) == "1.2.3.4"
