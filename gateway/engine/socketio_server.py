@@ -24,6 +24,9 @@ log = logging.getLogger("gateway.server")
 
 #: Events queued per connection before its reads pause.
 MAX_PENDING_EVENTS = 256
+#: Binary attachments one Socket.IO packet may announce (the contract's events carry one
+#: binary value each; python-socketio accepts up to 10 digits' worth).
+MAX_ATTACHMENTS = 64
 #: Longest a disconnect waits for the connection's queued events.
 DISCONNECT_DRAIN_S = 5.0
 
@@ -229,8 +232,16 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
             if event is not None:
                 await self._handle_event(eio_sid, "/", event[0], event[1])
                 return
+        if pending is not None and self._attachments_too_large(pending, data):
+            await self._drop_binary(eio_sid, pending, "binary attachments over max_payload_bytes")
+            return
         try:
             await super()._handle_eio_message(eio_sid, data)
+            started = self._binary_packet.get(eio_sid)
+            if started is not None and started.attachment_count > MAX_ATTACHMENTS:
+                await self._drop_binary(
+                    eio_sid, started, "a packet announcing too many attachments"
+                )
         except Exception:
             refusals.refused(
                 self.eio, refusals.SOCKETIO_PACKET, "dropped a malformed Socket.IO packet", data
@@ -266,6 +277,25 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
                 # An event whose body did not parse (bad JSON, nested too deeply for the
                 # decoder) still names its ack id: answer it, unless it was handled.
                 await self._ack_unparsed(eio_sid, match["ns"], int(match["id"]))
+
+    def _attachments_too_large(self, pending: Any, data: Any) -> bool:
+        """Whether this attachment takes a half-built packet past ``max_payload_bytes``.
+
+        python-socketio collects attachments until the count the header announced: a
+        header announcing a billion, then frame after frame, would grow without bound.
+        """
+        size = len(data) if isinstance(data, str | bytes) else 0
+        size += sum(len(a) for a in pending.attachments if isinstance(a, str | bytes))
+        return bool(size > self.eio.max_http_buffer_size)
+
+    async def _drop_binary(self, eio_sid: str, pkt: Any, what: str) -> None:
+        """Drop a half-built binary packet; an event that asked for an ack gets
+        INVALID_PAYLOAD (later packets are packets again, not attachments)."""
+        refusals.refused(self.eio, refusals.SOCKETIO_PACKET, what, pkt.attachment_count)
+        if self._binary_packet.get(eio_sid) is pkt:
+            del self._binary_packet[eio_sid]
+        if pkt.packet_type == packet.BINARY_EVENT:
+            await self._ack_unparsed(eio_sid, pkt.namespace, pkt.id)
 
     def _parses(self, data: str) -> bool:
         try:

@@ -245,3 +245,26 @@ async def test_acks_the_server_never_asked_for_are_refused_quietly(
     await ws.close()
     assert await _refused_count(http, gateway.url, "socketio_packet") >= before + 50
     assert "Unknown callback" not in gateway.log()
+
+
+async def test_binary_attachments_are_bounded_in_count_and_size(
+    gateway: GatewayProcess, http: aiohttp.ClientSession
+) -> None:
+    """A header announcing a billion attachments, or attachments adding up past
+    max_payload_bytes, is dropped (INVALID_PAYLOAD) instead of collected without bound."""
+    ws = await open_ws(http, gateway.url)
+    await ws.send_str("40")
+    assert (await ws_next(ws) or "").startswith("40{")
+    placeholder = '{"data":{"_placeholder":true,"num":0}}'
+    await ws.send_str(f'45999999999-7["app:command",{placeholder}]')
+    reply = await ws_next(ws)
+    assert reply is not None and reply.startswith("437[") and "INVALID_PAYLOAD" in reply, reply
+    await ws.send_str(f'452-8["app:command",{placeholder}]')
+    await ws.send_bytes(b"a" * (MAX_PAYLOAD * 2 // 3))
+    await ws.send_bytes(b"b" * (MAX_PAYLOAD * 2 // 3))
+    reply = await ws_next(ws)
+    assert reply is not None and reply.startswith("438[") and "INVALID_PAYLOAD" in reply, reply
+    await ws.send_str('429["app:status"]')  # packets are packets again
+    reply = await ws_next(ws)
+    assert reply is not None and reply.startswith("439["), reply
+    await ws.close()
