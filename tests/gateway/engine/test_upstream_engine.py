@@ -187,6 +187,11 @@ UPSTREAM: dict[str, tuple[str, str]] = {
         "61ad7904b539f472",
         "parse_event reads the EVENT packets it takes as this decodes them",
     ),
+    "socketio.packet.Packet.add_attachment": (
+        "01e024038f3d99f5",
+        "GatewayServer._attachments_too_large and _drop_binary read a half-built packet's "
+        "attachments list and attachment_count, as this fills and checks them",
+    ),
     "socketio.packet.Packet.encode": (
         "513c45be75181da2",
         "GatewayServer._send_ack and emit_to encode ACK and EVENT packets as this does",
