@@ -2,10 +2,11 @@
 
 - 1,000 long-polling sessions that POST a noop, then end (half closed by the client, half
   abandoned until their ping timeout): the process's RSS ends where it was.
-- Generated hostile sessions (tests/support/fuzz.py) for ``FUZZ_SECONDS`` (20 here; ``make
-  fuzz``: 60) beside a canary app/runner pair: every answer well-formed, the canary's
-  commands and outputs all delivered in order, the process alive, RSS growth < 32 MiB,
-  Redis bounded, no traceback in the log. The seed is printed (``FUZZ_SEED`` replays it).
+- Generated hostile sessions (tests/support/fuzz.py; up to four at once) for
+  ``FUZZ_SECONDS`` (20 here; ``make fuzz``: 60) beside a canary app/runner pair: every answer
+  well-formed, the canary's commands and outputs all delivered in order, the process alive,
+  RSS growth < 32 MiB, Redis bounded, no traceback in the log. The seed is printed
+  (``FUZZ_SEED`` replays it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import aiohttp
 import pytest
 import redis
 from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
 
 from tests.support.events import SLOW_HEARTBEAT
 from tests.support.fuzz import (
@@ -154,11 +156,16 @@ def test_generated_hostile_traffic_beside_a_canary_pair(
                 phases=[Phase.generate, Phase.shrink],
                 suppress_health_check=list(HealthCheck),
             )
-            @given(scripts)
-            def session(script: Script) -> None:
+            @given(st.lists(scripts, min_size=1, max_size=4))
+            def session(batch: list[Script]) -> None:
+                """Up to four hostile sessions at once."""
                 nonlocal sessions
-                loop.run(play(http, gw.url, script), timeout=4 * ANSWER_TIMEOUT_S)
-                sessions += 1
+
+                async def together() -> None:
+                    await asyncio.gather(*(play(http, gw.url, script) for script in batch))
+
+                loop.run(together(), timeout=4 * ANSWER_TIMEOUT_S)
+                sessions += len(batch)
                 assert gw.proc is not None and gw.proc.poll() is None, "the gateway died"
 
             session()

@@ -269,8 +269,18 @@ async def play(http: aiohttp.ClientSession, url: str, script: Script) -> Session
     return await _play_polling(http, url, script)
 
 
+#: A barrier is sent up to this many times, each waited for this long: a half-built binary
+#: packet takes the next frames for its attachments, so a barrier can be swallowed.
+BARRIER_ATTEMPTS = 4
+BARRIER_WAIT_S = 5.0
+
+
 def _barrier(attempt: int) -> list[str]:
     return ["40", f'42{BARRIER_ID + attempt}["app:status"]']
+
+
+def _barrier_answered(session: Session, attempt: int) -> bool:
+    return any(BARRIER_ID + a in session.acks for a in range(attempt + 1))
 
 
 async def _play_ws(http: aiohttp.ClientSession, url: str, script: Script) -> Session:
@@ -296,7 +306,7 @@ async def _play_ws(http: aiohttp.ClientSession, url: str, script: Script) -> Ses
                         await ws.send_str(item)
                 except (ConnectionError, RuntimeError):
                     break  # the server closed it
-            for attempt in range(2):
+            for attempt in range(BARRIER_ATTEMPTS):
                 if ws.closed or session.closed or reader.done():
                     break
                 for item in _barrier(attempt):
@@ -304,9 +314,9 @@ async def _play_ws(http: aiohttp.ClientSession, url: str, script: Script) -> Ses
                         await ws.send_str(item)
                     except (ConnectionError, RuntimeError):
                         break
-                deadline = time.monotonic() + ANSWER_TIMEOUT_S
+                deadline = time.monotonic() + BARRIER_WAIT_S
                 while time.monotonic() < deadline and not reader.done():
-                    if BARRIER_ID + attempt in session.acks:
+                    if _barrier_answered(session, attempt):
                         return session
                     await asyncio.sleep(0.01)
             if not reader.done() and not session.closed:
@@ -378,13 +388,13 @@ async def _play_polling(http: aiohttp.ClientSession, url: str, script: Script) -
         if not await send(data):
             session.closed = True
             break
-    for attempt in range(2):
+    for attempt in range(BARRIER_ATTEMPTS):
         if session.closed:
             break
         if not await send("\x1e".join(_barrier(attempt)).encode()):
             session.closed = True
             break
-        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        deadline = time.monotonic() + BARRIER_WAIT_S
         while time.monotonic() < deadline and not session.closed:
             async with http.get(target) as resp:
                 raw = await resp.read()
@@ -398,7 +408,7 @@ async def _play_polling(http: aiohttp.ClientSession, url: str, script: Script) -
                     await send(b"3")
                 elif packet:
                     session.engineio(packet)
-            if BARRIER_ID + attempt in session.acks:
+            if _barrier_answered(session, attempt):
                 await send(b"1")
                 return session
     if not session.closed:
