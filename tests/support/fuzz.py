@@ -1,11 +1,12 @@
 """Hypothesis strategies for hostile Engine.IO / Socket.IO traffic, and the checks of what a
 gateway answers to it.
 
-A ``Script`` is one client session: a transport (websocket or long-polling), whether it joins
-the default namespace first, and a list of frames, most of them Socket.IO packets made to be
-almost right (real event names with truncated JSON, lying attachment counts, placeholders
-pointing nowhere, reused and huge ack ids, unknown namespaces, events before CONNECT, giant
-payloads) and some plain garbage (unknown packet types, invalid UTF-8, empty frames).
+A ``Script`` is one client session: a transport (websocket, long-polling, or long-polling
+upgraded to websocket), whether it joins the default namespace first, and a list of frames,
+most of them Socket.IO packets made to be almost right (real event names with truncated
+JSON, lying attachment counts, placeholders pointing nowhere, reused and huge ack ids,
+unknown namespaces, events before CONNECT, giant payloads) and some plain garbage (unknown
+packet types, invalid UTF-8, empty frames).
 
 ``play`` runs a script against a gateway over raw HTTP or websocket frames (aiohttp's
 client), every read bounded, then sends a barrier (a CONNECT and an acked ``app:status``)
@@ -173,7 +174,7 @@ def frame(draw: st.DrawFn) -> str | bytes:
 
 @dataclass(frozen=True)
 class Script:
-    transport: str  # "websocket" or "polling"
+    transport: str  # "websocket", "polling", or "upgrade" (polling, then websocket)
     connect_first: bool
     frames: tuple[str | bytes, ...]
     batched: bool  # polling: all text frames in one POST, joined by \x1e
@@ -181,7 +182,7 @@ class Script:
 
 scripts = st.builds(
     Script,
-    transport=st.sampled_from(["websocket", "polling"]),
+    transport=st.sampled_from(["websocket", "polling", "upgrade"]),
     connect_first=st.booleans(),
     frames=st.lists(frame(), min_size=1, max_size=6).map(tuple),
     batched=st.booleans(),
@@ -264,7 +265,7 @@ class Session:
 
 
 async def play(http: aiohttp.ClientSession, url: str, script: Script) -> Session:
-    if script.transport == "websocket":
+    if script.transport in ("websocket", "upgrade"):
         return await _play_ws(http, url, script)
     return await _play_polling(http, url, script)
 
@@ -283,13 +284,34 @@ def _barrier_answered(session: Session, attempt: int) -> bool:
     return any(BARRIER_ID + a in session.acks for a in range(attempt + 1))
 
 
+async def _upgraded_ws(http: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebSocketResponse:
+    """A session opened over long-polling, then upgraded to websocket (probe, then ``5``)."""
+    async with http.get(url + POLL_PATH) as resp:
+        body = await resp.text()
+        if resp.status != 200 or not body.startswith("0{"):
+            raise BadAnswer(f"no OPEN packet: {resp.status} {body[:200]!r}")
+    sid = json.loads(body[1:])["sid"]
+    ws_url = url.replace("http://", "ws://") + f"{WS_PATH}&sid={sid}"
+    ws = await http.ws_connect(ws_url, max_msg_size=0)
+    await ws.send_str("2probe")
+    answer = await ws.receive_str(timeout=ANSWER_TIMEOUT_S)
+    if answer != "3probe":
+        raise BadAnswer(f"the probe answered {answer!r}")
+    await ws.send_str("5")
+    return ws
+
+
 async def _play_ws(http: aiohttp.ClientSession, url: str, script: Script) -> Session:
     session = Session()
-    ws = await http.ws_connect(url.replace("http://", "ws://") + WS_PATH, max_msg_size=0)
+    if script.transport == "upgrade":
+        ws = await _upgraded_ws(http, url)
+    else:
+        ws = await http.ws_connect(url.replace("http://", "ws://") + WS_PATH, max_msg_size=0)
     try:
-        opening = await ws.receive_str(timeout=ANSWER_TIMEOUT_S)
-        if not opening.startswith("0{"):
-            raise BadAnswer(f"no OPEN packet: {opening!r}")
+        if script.transport != "upgrade":
+            opening = await ws.receive_str(timeout=ANSWER_TIMEOUT_S)
+            if not opening.startswith("0{"):
+                raise BadAnswer(f"no OPEN packet: {opening!r}")
         frames: list[str | bytes] = ["40"] if script.connect_first else []
         frames += script.frames
         reader = asyncio.create_task(_read_ws(ws, session))
