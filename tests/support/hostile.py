@@ -8,7 +8,6 @@ instead of hanging it.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import aiohttp
@@ -121,10 +120,3 @@ def log_problems(log: str) -> list[str]:
             problems.append(f"at {entry.get('level')}: {line[:300]}")
     return problems
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
