@@ -119,4 +119,3 @@ def log_problems(log: str) -> list[str]:
         elif entry.get("level") in ("error", "critical"):
             problems.append(f"at {entry.get('level')}: {line[:300]}")
     return problems
-
