@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install test test-deps lint run bench bench-cluster clean
+.PHONY: install test test-deps lint run bench bench-cluster fuzz clean
 
 # Every install goes through uv.lock (exact versions and hashes, all platforms): uv, pinned here,
 # is bootstrapped into the venv with pip, then syncs the venv to the lock without re-resolving.
@@ -31,6 +31,16 @@ test-deps:
 
 test: $(STAMP) test-deps
 	$(PY) -m pytest $(ARGS)
+
+# Hostile traffic (generated Engine.IO/Socket.IO sessions, websocket and long-polling) against
+# a gateway process beside a canary app/runner pair, for FUZZ_SECONDS (default 60); the seed
+# is printed, FUZZ_SEED=<n> replays a run. make test runs the same for 20 s.
+FUZZ_SECONDS ?= 60
+FUZZ_SEED ?=
+fuzz: $(STAMP) test-deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SEED=$(FUZZ_SEED) $(PY) -m pytest -s -p no:cacheprovider \
+		-o timeout=$$(( $(FUZZ_SECONDS) * 3 + 300 )) \
+		tests/scenarios/test_fuzz_gateway.py::test_generated_hostile_traffic_beside_a_canary_pair
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pairing gateway pairing_client tests bench examples

@@ -54,7 +54,11 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
     layout = keys.layout_for(settings.redis_url)
     metrics = Metrics()
     _warn_recovery_outlives_hold(settings)
-    sio = build_server(settings, on_slow_reader=metrics.slow_reader_cuts.inc)
+    sio = build_server(
+        settings,
+        on_slow_reader=metrics.slow_reader_cuts.inc,
+        on_protocol_error=lambda kind: metrics.protocol_errors.labels(kind).inc(),
+    )
     sio.attach(app, socketio_path="socket.io")
 
     async def send(sid: str, event: str, data: Any) -> None:

@@ -87,6 +87,12 @@ class Metrics:
             "Connections whose transport was cut for having too much output waiting",
             registry=r,
         )
+        self.protocol_errors = Counter(
+            "gateway_protocol_errors_total",
+            "Client input refused as malformed or out of protocol, by kind",
+            ["kind"],
+            registry=r,
+        )
         self.registrations_refused = Counter(
             "gateway_runner_registrations_refused_total",
             "runner:register refused UNAUTHORIZED (takeover attempts of a bound runnerId, "

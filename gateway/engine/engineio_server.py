@@ -12,6 +12,7 @@ from engineio.async_drivers import aiohttp as engineio_aiohttp
 from engineio.async_socket import AsyncSocket
 from engineio.payload import Payload
 
+from gateway.engine import refusals
 from gateway.engine.queue import LeanQueue
 from gateway.engine.socket import LeanSocket, close_websocket
 
@@ -81,6 +82,10 @@ class LeanEngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
     max_buffered_bytes: int = 4_194_304
     #: Called when a connection is cut for exceeding it (a metric).
     on_slow_reader: Any = None
+    #: Called with the kind of every refused input (``refusals.KINDS``; a metric).
+    on_protocol_error: Any = None
+    #: Proxies whose X-Forwarded-For names the client (the address refusals are logged under).
+    trusted_proxies: Any = ()
 
     def __init__(self, *args: Any, websocket_compression: bool = False, **kwargs: Any) -> None:
         # Each LeanSocket times out on its own timer; engineio's monitor task would wake
@@ -121,16 +126,30 @@ class LeanEngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
         and OPTIONS is a 400; a websocket for a session already upgraded is accepted and
         closed (engineio answers 400, which a websocket client takes for an error).
         """
+        refusals.current_client.set(refusals.client_of(request, self.trusted_proxies))
         method = request.method
         if method != "OPTIONS":
             query = request.query
             if method not in _METHODS or "transport" not in query:
                 message = "Invalid transport" if method in _METHODS else "Bad request method"
+                refusals.refused(self, refusals.BAD_REQUEST, message, method)
                 environ = self._async["translate_request"](request)
                 return await self._make_response(self._bad_request(message), environ)
             sid = query.get("sid")
+            if sid is not None:
+                socket = self.sockets.get(sid)
+                if socket is not None and socket.closed:
+                    # Closed (a client's close, a bad packet) but not yet dropped: a session
+                    # that is gone. engineio's POST would raise KeyError from _get_socket
+                    # for it, a 500.
+                    del self.sockets[sid]
             if sid is not None and request.headers.get("Upgrade", "").lower() == "websocket":
                 socket = self.sockets.get(sid)
                 if socket is not None and socket.upgraded:
                     return await close_websocket({"aiohttp.request": request})
         return await super().handle_request(request)
+
+    def _log_error_once(self, message: str, message_key: str) -> None:
+        """engineio's log of a refused request (at ERROR the first time): a refusal instead."""
+        kind = refusals.ENGINEIO_KEYS.get(message_key, refusals.BAD_REQUEST)
+        refusals.refused(self, kind, "refused an Engine.IO request", message)

@@ -56,3 +56,6 @@ def plain(value: Any) -> bool:
 
 #: The header of a Socket.IO EVENT or BINARY_EVENT packet that carries an ack id.
 EVENT_HEADER = re.compile(r"^[25](?:\d+-)?(?:(?P<ns>/[^,]*),)?(?P<id>\d{1,100})(?!\d)")
+
+#: The header of a Socket.IO CONNECT packet, with its namespace (query string left out).
+CONNECT_HEADER = re.compile(r"^0(?:(?P<ns>/[^,?]*)[^,]*,)?")

@@ -14,11 +14,22 @@ import time
 from typing import Any
 
 from aiohttp.web import WebSocketResponse
-from engineio import exceptions, packet
+from engineio import exceptions, packet, payload
 from engineio.async_socket import AsyncSocket
+
+from gateway.engine import refusals
 
 #: Sockets ending on a missed pong, held until they have ended.
 _expiring: set[asyncio.Task[None]] = set()
+
+#: Engine.IO v4 packets a client may send. The server pings (a client's PING is Node's
+#: "invalid heartbeat direction") and OPEN is the server's; any other type is a bad packet,
+#: which ends the session as Node's engine.io ends it ("parse error").
+_FROM_CLIENT = frozenset({packet.CLOSE, packet.PONG, packet.MESSAGE, packet.UPGRADE, packet.NOOP})
+
+
+class _FrameTooLarge(ValueError):
+    pass
 
 
 class LeanSocket(AsyncSocket):  # type: ignore[misc]
@@ -152,14 +163,76 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
             del self.server.sockets[self.sid]
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
-        """engineio's close, which also ends the transport's waits (they have no timeout)."""
+        """engineio's close, which also ends the transport's waits (they have no timeout).
+
+        ``wait`` waits for the queued packets (the CLOSE among them) to be taken, as engineio
+        does, but bounded: on long-polling only a GET takes them, and a client that never
+        polls again would otherwise hold the closing task, and the socket, forever.
+        """
         if self.closing or self.closed:
             return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        await super().close(wait=wait, abort=abort, reason=reason)
+        await super().close(wait=False, abort=abort, reason=reason)
+        if wait:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+                    await self.queue.join()
         self.queue.put_nowait(None)  # a waiting poll or websocket writer returns
+
+    async def receive(self, pkt: Any) -> None:
+        """engineio's receive, ignoring a NOOP (as Node does; engineio raises on it)."""
+        if pkt.packet_type != packet.NOOP:
+            await super().receive(pkt)
+
+    async def _refuse(self, kind: str, what: str, detail: Any) -> None:
+        """A bad packet or request from the client: counted, logged, and the session ends
+        at once (its pending GET gets the CLOSE packet), never waiting on the client."""
+        refusals.refused(self.server, kind, what, detail)
+        await self.close(wait=False, abort=False, reason=self.server.reason.TRANSPORT_ERROR)
+
+    async def handle_post_request(self, environ: dict[str, Any]) -> None:
+        """engineio's POST, ending the session on a bad payload instead of raising through.
+
+        engineio lets a payload that does not decode (not UTF-8, an unknown or empty packet)
+        escape as a 500 or a logged traceback, and answers a packet it does not take (a NOOP,
+        a PING, an OPEN) or an oversized body by closing the socket with ``wait``, which never
+        returns on long-polling: the POST hangs and the session is never freed. Here each of
+        those ends the session at once and raises ``EngineIOError``, which engineio's
+        ``handle_request`` answers with a 400 (the socket, already closed, is dropped).
+        The body is read in full (``readexactly``; engineio's ``read(n)`` may return less).
+        """
+        server = self.server
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            await self._refuse(refusals.BAD_REQUEST, "a POST with a bad Content-Length", length)
+            raise exceptions.EngineIOError()
+        if length > server.max_http_buffer_size:
+            await self._refuse(refusals.PAYLOAD_TOO_LARGE, "a POST over max_payload_bytes", length)
+            raise exceptions.ContentTooLongError()
+        try:
+            body = await environ["wsgi.input"].readexactly(length)
+        except (Exception, asyncio.CancelledError):
+            # the client went away mid-body: the session ends as on a network failure
+            await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_ERROR)
+            raise exceptions.EngineIOError() from None
+        try:
+            packets = payload.Payload(encoded_payload=body.decode("utf-8")).packets
+        except (ValueError, IndexError, TypeError):
+            await self._refuse(refusals.ENGINEIO_PACKET, "an undecodable polling payload", body)
+            raise exceptions.EngineIOError() from None
+        for pkt in packets:
+            if pkt.packet_type not in _FROM_CLIENT:
+                await self._refuse(refusals.ENGINEIO_PACKET, "an unexpected Engine.IO packet", body)
+                raise exceptions.EngineIOError()
+        for pkt in packets:
+            await self.receive(pkt)
+            if self.closed:
+                break
 
     # the upgrade ----------------------------------------------------------------------------
 
@@ -199,7 +272,7 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
     async def _receive_frame(self, ws: Any) -> Any:
         data = await ws.wait()
         if data and len(data) > self.server.max_http_buffer_size:
-            raise ValueError("packet is too large")
+            raise _FrameTooLarge("packet is too large")
         return data
 
     async def _websocket_handler(self, ws: Any) -> None:
@@ -243,8 +316,16 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
         while True:
             try:
                 data = await self._receive_frame(ws)
-                if data is None:
-                    break  # closed by the client
+            except _FrameTooLarge:
+                refusals.refused(
+                    self.server, refusals.PAYLOAD_TOO_LARGE, "a frame over max_payload_bytes"
+                )
+                break
+            except (Exception, asyncio.CancelledError):
+                break  # closed or broken
+            if data is None:
+                break  # closed by the client
+            try:
                 if (
                     on_message is not None
                     and type(data) is str
@@ -258,10 +339,18 @@ class LeanSocket(AsyncSocket):  # type: ignore[misc]
                     if self.closed:
                         break
                     continue
-                pkt = packet.Packet(encoded_packet=data)
             except (Exception, asyncio.CancelledError):
-                # closed, broken, oversized or undecodable: the connection ends, as in
-                # engineio (and Node's engine.io, which closes on a parse error)
+                break
+            try:
+                pkt = packet.Packet(encoded_packet=data)
+            except Exception:
+                pkt = None
+            if pkt is None or pkt.packet_type not in _FROM_CLIENT:
+                # undecodable or not a client's packet: the connection ends, as in Node's
+                # engine.io ("parse error"); engineio logged a traceback for types >= 7
+                refusals.refused(
+                    self.server, refusals.ENGINEIO_PACKET, "a bad Engine.IO packet", data
+                )
                 break
             try:
                 await self.receive(pkt)

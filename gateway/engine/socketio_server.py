@@ -12,10 +12,12 @@ from typing import Any
 import socketio
 from socketio import packet
 
+from gateway.addresses import parse_networks
 from gateway.config import Settings
+from gateway.engine import refusals
 from gateway.engine.codec import MsgspecJSON
 from gateway.engine.engineio_server import LeanEngineIOServer
-from gateway.engine.packets import EVENT_HEADER, dumps, parse_event, plain
+from gateway.engine.packets import CONNECT_HEADER, EVENT_HEADER, dumps, parse_event, plain
 from gateway.engine.recovery import ConnectionRecovery, RecoveringManager
 from gateway.protocol import ErrorCode, error_ack
 
@@ -23,6 +25,9 @@ log = logging.getLogger("gateway.server")
 
 #: Events queued per connection before its reads pause.
 MAX_PENDING_EVENTS = 256
+#: Binary attachments one Socket.IO packet may announce (the contract's events carry one
+#: binary value each; python-socketio accepts up to 10 digits' worth).
+MAX_ATTACHMENTS = 64
 #: Longest a disconnect waits for the connection's queued events.
 DISCONNECT_DRAIN_S = 5.0
 
@@ -91,6 +96,9 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         """
         namespace = namespace or "/"
         if not self._serves(namespace):
+            refusals.refused(
+                self.eio, refusals.CONNECT, "a CONNECT to an unknown namespace", namespace
+            )
             await self._send_packet(
                 eio_sid,
                 self.packet_class(
@@ -130,7 +138,16 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         return sid
 
     async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
-        """With recovery, a CONNECT reply carries the connection's pid beside its sid."""
+        """python-socketio's send, with CONNECT_ERROR's payload always an object and, with
+        connection state recovery, a CONNECT reply carrying the connection's pid.
+
+        python-socketio refuses a second CONNECT to a namespace with the bare string
+        ``"Unable to connect"``; Socket.IO v5 (and socket.io-client, which reads the error's
+        message from it) wants ``{"message": ...}``.
+        """
+        if pkt.packet_type == packet.CONNECT_ERROR and isinstance(pkt.data, str):
+            refusals.refused(self.eio, refusals.CONNECT, "a refused CONNECT", pkt.data)
+            pkt.data = {"message": pkt.data}
         recovery = self.recovery
         if recovery is not None and pkt.packet_type == packet.CONNECT:
             data = pkt.data
@@ -271,10 +288,20 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
             if event is not None:
                 await self._handle_event(eio_sid, "/", event[0], event[1])
                 return
+        if pending is not None and self._attachments_too_large(pending, data):
+            await self._drop_binary(eio_sid, pending, "binary attachments over max_payload_bytes")
+            return
         try:
             await super()._handle_eio_message(eio_sid, data)
-        except Exception as exc:
-            log.info("dropped a malformed packet", extra={"error": repr(exc)[:200]})
+            started = self._binary_packet.get(eio_sid)
+            if started is not None and started.attachment_count > MAX_ATTACHMENTS:
+                await self._drop_binary(
+                    eio_sid, started, "a packet announcing too many attachments"
+                )
+        except Exception:
+            refusals.refused(
+                self.eio, refusals.SOCKETIO_PACKET, "dropped a malformed Socket.IO packet", data
+            )
             if pending is not None:
                 if self._binary_packet.get(eio_sid) is not pending:
                     return  # the packet was complete: whatever failed, it was handled
@@ -283,13 +310,69 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
                 del self._binary_packet[eio_sid]
                 if pending.packet_type == packet.BINARY_EVENT:
                     await self._ack_unparsed(eio_sid, pending.namespace, pending.id)
-            elif isinstance(data, str) and (match := EVENT_HEADER.match(data)):
+            elif (
+                isinstance(data, str)
+                and (match := CONNECT_HEADER.match(data))
+                and not self._parses(data)
+            ):
+                # A CONNECT whose payload does not parse: CONNECT_ERROR, so the client does
+                # not wait for its own timeout (python-socketio answers nothing).
+                await self._send_packet(
+                    eio_sid,
+                    self.packet_class(
+                        packet.CONNECT_ERROR,
+                        data={"message": "Invalid connection payload"},
+                        namespace=match["ns"] or "/",
+                    ),
+                )
+            elif (
+                isinstance(data, str)
+                and (match := EVENT_HEADER.match(data))
+                and not self._parses(data)
+            ):
                 # An event whose body did not parse (bad JSON, nested too deeply for the
                 # decoder) still names its ack id: answer it, unless it was handled.
-                try:
-                    self.packet_class(encoded_packet=data)
-                except Exception:
-                    await self._ack_unparsed(eio_sid, match["ns"], int(match["id"]))
+                await self._ack_unparsed(eio_sid, match["ns"], int(match["id"]))
+
+    def _attachments_too_large(self, pending: Any, data: Any) -> bool:
+        """Whether this attachment takes a half-built packet past ``max_payload_bytes``.
+
+        python-socketio collects attachments until the count the header announced: a
+        header announcing a billion, then frame after frame, would grow without bound.
+        """
+        size = len(data) if isinstance(data, str | bytes) else 0
+        size += sum(len(a) for a in pending.attachments if isinstance(a, str | bytes))
+        return bool(size > self.eio.max_http_buffer_size)
+
+    async def _drop_binary(self, eio_sid: str, pkt: Any, what: str) -> None:
+        """Drop a half-built binary packet; an event that asked for an ack gets
+        INVALID_PAYLOAD (later packets are packets again, not attachments)."""
+        refusals.refused(self.eio, refusals.SOCKETIO_PACKET, what, pkt.attachment_count)
+        if self._binary_packet.get(eio_sid) is pkt:
+            del self._binary_packet[eio_sid]
+        if pkt.packet_type == packet.BINARY_EVENT:
+            await self._ack_unparsed(eio_sid, pkt.namespace, pkt.id)
+
+    def _parses(self, data: str) -> bool:
+        try:
+            self.packet_class(encoded_packet=data)
+        except Exception:
+            return False
+        return True
+
+    async def _handle_ack(self, eio_sid: str, namespace: str | None, id: int, data: Any) -> None:
+        """An ACK from the client: refused (counted, rate-limited) unless the server asked.
+
+        python-socketio logs a WARNING for every ack it has no callback for, unthrottled: a
+        client sending ``43<n>[]`` in a loop would fill the log.
+        """
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+        if id not in self.manager.callbacks.get(sid, ()):
+            refusals.refused(
+                self.eio, refusals.SOCKETIO_PACKET, "an ack the server did not ask for", id
+            )
+            return
+        await super()._handle_ack(eio_sid, namespace, id, data)
 
     async def _ack_unparsed(self, eio_sid: str, namespace: str | None, id: int | None) -> None:
         if id is None:
@@ -305,10 +388,14 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
 
 
 def build_server(
-    settings: Settings, *, on_slow_reader: Callable[[], None] | None = None
+    settings: Settings,
+    *,
+    on_slow_reader: Callable[[], None] | None = None,
+    on_protocol_error: Callable[[str], None] | None = None,
 ) -> GatewayServer:
     """The server as ``settings.socketio`` configures it; ``on_slow_reader`` is called for
-    every connection cut for exceeding ``max_buffered_bytes``."""
+    every connection cut for exceeding ``max_buffered_bytes``, ``on_protocol_error`` with the
+    kind of every refused input (``refusals.KINDS``)."""
     sio_cfg = settings.socketio
     server = GatewayServer(
         # Connection state recovery restores sessions under their old sid.
@@ -323,9 +410,13 @@ def build_server(
         max_http_buffer_size=sio_cfg.max_payload_bytes,
         websocket_compression=sio_cfg.websocket_compression,
         cors_allowed_origins=sio_cfg.cors_allowed_origins,
-        logger=False,
-        engineio_logger=False,
+        # Logger objects, not False: given False, python-socketio and python-engineio add a
+        # StreamHandler of their own, a second (plain text) copy of every line they log.
+        logger=logging.getLogger("socketio.server"),
+        engineio_logger=logging.getLogger("engineio.server"),
     )
     server.eio.max_buffered_bytes = sio_cfg.max_buffered_bytes
     server.eio.on_slow_reader = on_slow_reader
+    server.eio.on_protocol_error = on_protocol_error
+    server.eio.trusted_proxies = parse_networks(settings.trusted_proxies)
     return server

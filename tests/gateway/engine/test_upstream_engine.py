@@ -73,8 +73,9 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     ),
     "engineio.async_socket.AsyncSocket.receive": (
         "a91ae36ec2fb5340",
-        "called by LeanSocket._websocket_handler; a CLOSE closes with abort (no packet); "
-        "a MESSAGE goes to the 'message' handler, which the handler calls directly",
+        "LeanSocket.receive wraps it (a NOOP ignored); a CLOSE closes with abort (no "
+        "packet); a MESSAGE goes to the 'message' handler, which the handler calls "
+        "directly; its info log indexes packet_names, so only types 0-6 may reach it",
     ),
     "engineio.async_server.AsyncServer._trigger_event": (
         "4a09b6e47eb66532",
@@ -111,11 +112,23 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     ),
     "engineio.async_socket.AsyncSocket.handle_post_request": (
         "82dca119a261a959",
-        "its receive() of a CLOSE ends the pending poll (LeanSocket.poll's noop)",
+        "LeanSocket.handle_post_request replaces it: a bad payload closes the socket (no "
+        "wait) and raises EngineIOError, which handle_request answers 400",
     ),
     "engineio.async_socket.AsyncSocket.close": (
         "faa2e93902543244",
-        "LeanSocket.close wraps it",
+        "LeanSocket.close calls it with wait=False and waits (bounded) itself; it sends "
+        "the CLOSE packet (unless abort) after the disconnect handler",
+    ),
+    "engineio.base_server.BaseServer._log_error_once": (
+        "dccbb5602dc46a09",
+        "LeanEngineIOServer._log_error_once: every refused request goes through it, "
+        "keyed 'bad-sid' for an unknown session",
+    ),
+    "engineio.base_server.BaseServer._get_socket": (
+        "ae2f99e66d632944",
+        "raises KeyError for a closed socket, which handle_request's POST path does not "
+        "catch (a 500): LeanEngineIOServer.handle_request drops closed sockets before it",
     ),
     "engineio.async_socket.AsyncSocket.schedule_ping": (
         "fe316639159cd70d",
@@ -177,6 +190,11 @@ UPSTREAM: dict[str, tuple[str, str]] = {
         "61ad7904b539f472",
         "parse_event reads the EVENT packets it takes as this decodes them",
     ),
+    "socketio.packet.Packet.add_attachment": (
+        "01e024038f3d99f5",
+        "GatewayServer._attachments_too_large and _drop_binary read a half-built packet's "
+        "attachments list and attachment_count, as this fills and checks them",
+    ),
     "socketio.packet.Packet.encode": (
         "513c45be75181da2",
         "GatewayServer._send_ack and emit_to encode ACK and EVENT packets as this does",
@@ -211,8 +229,9 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     ),
     "socketio.async_server.AsyncServer._send_packet": (
         "a00022b42c1c29e9",
-        "GatewayServer's own acks and CONNECT_ERROR; its override adds the pid to CONNECT "
-        "replies (connection state recovery), which _handle_connect sends through it",
+        "GatewayServer._send_packet wraps it (CONNECT_ERROR's payload made an object; the pid "
+        "added to CONNECT replies with connection state recovery, which _handle_connect "
+        "sends through it); GatewayServer's own acks and CONNECT_ERROR",
     ),
     # python-socketio, for connection state recovery: gateway/engine/recovery.py
     "socketio.base_manager.BaseManager.__init__": (
@@ -233,6 +252,15 @@ UPSTREAM: dict[str, tuple[str, str]] = {
         "7d2f76686c12cc23",
         "GatewayServer._restorable disconnects an older connection still holding the sid "
         "a CONNECT restores (its disconnect handler runs, reason 'server disconnect')",
+    ),
+    "socketio.async_server.AsyncServer._handle_ack": (
+        "b7521c6c30972551",
+        "GatewayServer._handle_ack calls it only for an id the manager holds a callback for",
+    ),
+    "socketio.async_manager.AsyncManager.trigger_callback": (
+        "9cf95a1d1a3aaeeb",
+        "callbacks are self.callbacks[sid][id] (GatewayServer._handle_ack looks there); "
+        "an unknown one is logged at WARNING, unthrottled",
     ),
     "socketio.base_manager.BaseManager.sid_from_eio_sid": (
         "15467098a36bcd71",

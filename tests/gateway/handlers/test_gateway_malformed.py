@@ -448,8 +448,10 @@ async def test_raw_socketio_frames(start_gateway, raw_open) -> None:
         (["x"], "closed"),  # not an Engine.IO packet: python-engineio closes the socket
         ([""], "closed"),
         (["1"], "closed"),  # an Engine.IO close
-        (["9"], "usable"),
-        (["7"], "usable"),
+        (["9"], "closed"),  # not an Engine.IO packet type: closed, as Node's engine.io does
+        (["7"], "closed"),
+        (["2"], "closed"),  # a client's ping (v4: the server pings)
+        (["6"], "usable"),  # a noop: ignored
         (["421"], "usable"),  # an event with an ack id but no body: acked, see below
         ([b"\xff" * 64], "usable"),
         (["4" + "[" * 20_000], "usable"),
