@@ -28,6 +28,8 @@ RATE_LIMIT_PREFIX = "ratelimit:"
 APP_TOKENS_PREFIX = "pairing:app_tokens:"
 FENCE_PREFIX = "pairing:fence:"
 HISTORY_STREAM = "pairing:history"
+#: Hash replicaId -> JSON report (health, counts, its runners), for the operator console.
+REPLICAS = "gateway:replicas"
 SWEEPER_LOCK = "gateway:sweeper:lock"
 #: Pub/sub channel prefix for cross-replica delivery; one channel per room. Single node:
 #: ``gateway:room:<room>`` (``PUBLISH``); cluster: ``gateway:room:<kind>:{<id>}``, a sharded
