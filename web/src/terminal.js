@@ -28,6 +28,7 @@ const ui = {
   pairButton: $('pair-button'),
   pairError: $('pair-error'),
   terminal: $('terminal'),
+  host: $('term-host'),
   keys: $('keys'),
   keysToggle: $('keys-toggle'),
 };
@@ -53,7 +54,7 @@ window.term = term;
 
 /** What tests and curious people can read: the state line's facts, as data. */
 const status = {
-  state: 'idle', renderer: 'none', attempts: 0, reconnects: 0, lastSeq: 0, runnerId: null,
+  state: 'idle', renderer: 'none', attempts: 0, connects: 0, lastSeq: 0, runnerId: null,
   e2e: false,
 };
 window.pairingTerminal = status;
@@ -106,6 +107,7 @@ function connect() {
   });
   socket.on('connect', () => {
     status.attempts = 0;
+    status.connects += 1;
     if (session.runnerId) {
       setState(`Connected to runner ${session.runnerId}${status.e2e ? ' (end-to-end encrypted)' : ''}`, 'ok');
       sendSize();
@@ -119,7 +121,8 @@ function connect() {
       setState('Disconnected: this session was opened elsewhere (another tab?). Reload to take it back.', 'bad');
       return;
     }
-    if (reason !== 'io client disconnect') setState('Connection lost: reconnecting...', 'warn');
+    if (reason === 'io client disconnect') return;
+    setState(navigator.onLine === false ? 'Offline: waiting for the network' : 'Connection lost: reconnecting...', 'warn');
   });
   socket.on('connect_error', (err) => {
     if (!socket.active) setState(`Cannot connect: ${err.message}`, 'bad');
@@ -130,7 +133,6 @@ function connect() {
       ? `Offline: waiting for the network (attempt ${attempt})`
       : `Reconnecting..., attempt ${attempt}`, 'warn');
   });
-  socket.io.on('reconnect', () => { status.reconnects += 1; });
   socket.on('terminal:output', (msg) => {
     if (!msg || typeof msg !== 'object') return;
     const seq = msg.seq;
@@ -163,19 +165,26 @@ function confirmPaired() {
 }
 
 /** A connection that died without a close (a phone asleep, a network change) is found at the
- * next ping; on `online` or when the page comes back, find out now and reconnect at once. */
+ * next ping; on `online` or when the page comes back, find out now and reconnect at once.
+ * While the browser says it is offline, no attempt is made (they could only fail). */
+function reconnectNow() {
+  socket.io.reconnection(true);
+  socket.disconnect();
+  socket.connect(); // a fresh attempt now, not after the backoff's delay
+}
 function checkLink() {
-  if (!socket) return;
-  if (!socket.connected) {
-    if (navigator.onLine !== false) { socket.disconnect(); socket.connect(); } // skip the backoff
-    return;
-  }
+  if (!socket || navigator.onLine === false) return;
+  if (!socket.connected) { reconnectNow(); return; }
   socket.timeout(3000).emit('app:status', {}, (err) => {
-    if (err && socket) { socket.disconnect(); socket.connect(); }
+    if (err && socket) reconnectNow();
   });
 }
 window.addEventListener('online', checkLink);
-window.addEventListener('offline', () => setState('Offline: waiting for the network', 'warn'));
+window.addEventListener('offline', () => {
+  if (!socket) return;
+  socket.io.reconnection(false);
+  setState('Offline: waiting for the network', 'warn');
+});
 document.addEventListener('visibilitychange', () => {
   if (document.visibilityState === 'visible') checkLink();
 });
@@ -254,11 +263,23 @@ ui.code.addEventListener('input', () => { ui.pairError.textContent = ''; });
 
 // -- the terminal ----------------------------------------------------------------------------
 
+/** WebGL where the browser draws it with a GPU; xterm's DOM renderer otherwise: software WebGL
+ * (SwiftShader, llvmpipe) draws slower than the DOM. `?renderer=dom` or `?renderer=webgl`
+ * chooses. After a lost WebGL context the DOM renderer takes over. */
+function wantWebgl() {
+  const asked = new URLSearchParams(location.search).get('renderer');
+  if (asked === 'dom' || asked === 'webgl') return asked === 'webgl';
+  const gl = document.createElement('canvas').getContext('webgl2', { failIfMajorPerformanceCaveat: true });
+  if (!gl) return false;
+  const info = gl.getExtension('WEBGL_debug_renderer_info');
+  const name = info ? String(gl.getParameter(info.UNMASKED_RENDERER_WEBGL)) : '';
+  gl.getExtension('WEBGL_lose_context')?.loseContext();
+  return !/swiftshader|llvmpipe|softpipe|software/i.test(name);
+}
+
 function loadRenderer() {
-  // WebGL where the browser gives a hardware context; xterm's DOM renderer otherwise (software
-  // WebGL draws slower than the DOM), and after a lost context.
-  const probe = document.createElement('canvas');
-  if (!probe.getContext('webgl2', { failIfMajorPerformanceCaveat: true })) { status.renderer = 'dom'; return; }
+  status.renderer = 'dom';
+  if (!wantWebgl()) return;
   try {
     const webgl = new WebglAddon();
     webgl.onContextLoss(() => { webgl.dispose(); status.renderer = 'dom'; });
@@ -276,10 +297,10 @@ function showTerminal() {
   ui.keys.hidden = !keysWanted();
   ui.keysToggle.setAttribute('aria-pressed', String(!ui.keys.hidden));
   if (!opened) {
-    term.open(ui.terminal);
+    term.open(ui.host);
     loadRenderer();
     opened = true;
-    new ResizeObserver(() => scheduleFit()).observe(ui.terminal);
+    new ResizeObserver(() => scheduleFit()).observe(ui.host);
   }
   scheduleFit();
   term.focus();
