@@ -1,0 +1,78 @@
+"""OperatorOverview: what the console reads from the store, on a real Redis and memory://."""
+
+from __future__ import annotations
+
+import time
+
+from pairing import PairingSessionService, RunnerRegistry, keys
+from pairing.overview import OperatorOverview, ReplicaReport
+from pairing.store import Redis
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def report(replica: str, *, at: int, since: dict[str, int] | None = None) -> ReplicaReport:
+    return ReplicaReport(
+        replica_id=replica,
+        started_at=at - 1000,
+        reported_at=at,
+        apps=1,
+        runners=len(since or {}),
+        store=True,
+        fanout=True,
+        runner_since=since or {},
+    )
+
+
+async def test_online_runners_with_replica_apps_and_since(store: Redis) -> None:
+    runners = RunnerRegistry(store, heartbeat_timeout_s=30)
+    sessions = PairingSessionService(store, heartbeat_timeout_s=30)
+    overview = OperatorOverview(store, heartbeat_timeout_s=30)
+    await runners.claim("laptop-1", "replica-a/sid1")
+    await runners.claim("laptop-2", "replica-b/sid2")
+    await runners.claim("gone", "replica-a/sid3")
+    # "gone" last beat 31 s ago: offline, not listed, not counted
+    await store.zadd(keys.RUNNER_LAST_SEEN, {"gone": now_ms() - 31_000})
+    await sessions.create_session("app-one-0123456789", "laptop-1")
+    await sessions.create_session("app-two-0123456789", "laptop-1")
+    await overview.report(report("replica-a", at=now_ms(), since={"laptop-1": 1234}))
+
+    total, listed = await overview.online_runners()
+    assert total == 2
+    by_id = {r.runner_id: r for r in listed}
+    assert set(by_id) == {"laptop-1", "laptop-2"}
+    assert by_id["laptop-1"].replica == "replica-a"
+    assert by_id["laptop-1"].apps == ["app-one-0123456789", "app-two-0123456789"]
+    assert by_id["laptop-1"].since == 1234
+    assert by_id["laptop-2"].replica == "replica-b"
+    assert by_id["laptop-2"].apps == [] and by_id["laptop-2"].since is None
+
+    pairs = await overview.pairings(listed)
+    assert sorted((p.app_session_id, p.runner_id) for p in pairs) == [
+        ("app-one-0123456789", "laptop-1"),
+        ("app-two-0123456789", "laptop-1"),
+    ]
+    assert all(p.paired_at is not None and abs(p.paired_at - now_ms()) < 60_000 for p in pairs)
+
+
+async def test_limit_keeps_the_most_recent_beats(store: Redis) -> None:
+    overview = OperatorOverview(store, heartbeat_timeout_s=30)
+    at = now_ms()
+    await store.zadd(keys.RUNNER_LAST_SEEN, {f"r{i}": at - i * 100 for i in range(5)})
+    total, listed = await overview.online_runners(limit=2)
+    assert total == 5
+    assert [r.runner_id for r in listed] == ["r0", "r1"]
+    assert all(r.replica is None for r in listed)  # no owner key
+
+
+async def test_replica_reports_drop_the_long_silent(store: Redis) -> None:
+    overview = OperatorOverview(store, forget_after_s=60)
+    at = now_ms()
+    await overview.report(report("new", at=at))
+    await overview.report(report("old", at=at - 61_000))
+    await store.hset(keys.REPLICAS, "junk", b"not json")
+    reports = await overview.replica_reports()
+    assert [r.replica_id for r in reports] == ["new"]
+    assert set(await store.hkeys(keys.REPLICAS)) == {b"new"}
