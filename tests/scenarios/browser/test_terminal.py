@@ -176,3 +176,25 @@ async def test_phone_keys_bar_control_c_interrupts(
     await page.screenshot(path=str(tmp_path / "phone-terminal.png"))
     assert watch.errors == []
     await context.close()
+
+
+async def test_a_reload_resumes_the_pairing(
+    browser: Browser, web_gateway: GatewayProcess, pty_runner: RunnerProcess
+) -> None:
+    code, _ = await pty_runner.next_code()
+    context = await browser.new_context(viewport={"width": 900, "height": 600})
+    watch = PageWatch()
+    page = watch.attach(await context.new_page())
+    await page.goto(web_gateway.url + "/")
+    await pair(page, code)
+    await page.keyboard.type("export MARK=kept-$((5*5))\n")
+    await page.reload()
+    await wait_js(
+        page, "() => window.pairingTerminal.state === 'Connected to runner browser-runner'"
+    )
+    assert await page.get_by_label("Pairing code").is_hidden()
+    await page.locator(".xterm-helper-textarea").focus()
+    await page.keyboard.type("echo $MARK\n")
+    await wait_screen_line(page, "kept-25")  # the same shell
+    assert watch.errors == []
+    await context.close()
