@@ -15,6 +15,19 @@ const here = dirname(fileURLToPath(import.meta.url));
 const outdir = resolve(process.argv[2] ?? join(here, '..', 'gateway', 'web', 'static'));
 const assets = join(outdir, 'assets');
 const pages = { 'index.html': 'terminal', 'console.html': 'console' };
+const clients = resolve(here, '..', 'clients', 'js');
+
+// The end-to-end client (../clients/js/src) is bundled from its sources; the packages it
+// imports come from web/'s own lock file, whether or not clients/js has a node_modules.
+const packagesFromWeb = {
+  name: 'packages-from-web',
+  setup(b) {
+    b.onResolve({ filter: /^[^./]/ }, async (args) => {
+      if (args.pluginData === 'web' || !args.importer.startsWith(clients)) return undefined;
+      return b.resolve(args.path, { kind: args.kind, resolveDir: here, pluginData: 'web' });
+    });
+  },
+};
 
 rmSync(outdir, { recursive: true, force: true });
 mkdirSync(assets, { recursive: true });
@@ -33,6 +46,7 @@ const result = await build({
   assetNames: '[name]-[hash]',
   metafile: true,
   write: true,
+  plugins: [packagesFromWeb],
   logLevel: 'warning',
 });
 

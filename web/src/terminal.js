@@ -91,6 +91,19 @@ let socket = null;
 let channel = null; // how terminal bytes are carried: plain, or end-to-end encrypted
 let opened = false;
 
+const hooks = {
+  onNotice: notice,
+  onExit: (code) => notice(`the shell exited with status ${code}; type to start a new one`),
+  onFatal: (message) => {
+    socket?.emit('app:unpair', {});
+    notice(message);
+    unpaired(message);
+  },
+};
+const ids = () => ({ appSessionId: session.appSessionId, runnerId: session.runnerId });
+const connectedText = () =>
+  `Connected to runner ${session.runnerId}${channel?.e2e ? ' (end-to-end encrypted)' : ''}`;
+
 function connect() {
   if (socket) return socket;
   socket = io({
@@ -108,8 +121,9 @@ function connect() {
   socket.on('connect', () => {
     status.attempts = 0;
     status.connects += 1;
+    channel?.connected(socket);
     if (session.runnerId) {
-      setState(`Connected to runner ${session.runnerId}${status.e2e ? ' (end-to-end encrypted)' : ''}`, 'ok');
+      setState(connectedText(), 'ok');
       sendSize();
       confirmPaired();
     } else {
@@ -117,6 +131,7 @@ function connect() {
     }
   });
   socket.on('disconnect', (reason) => {
+    channel?.disconnected();
     if (reason === 'io server disconnect') {
       setState('Disconnected: this session was opened elsewhere (another tab?). Reload to take it back.', 'bad');
       return;
@@ -144,7 +159,8 @@ function connect() {
   });
   socket.on('terminal:gap', (msg) => {
     if (Number.isInteger(msg?.toSeq)) status.lastSeq = Math.max(status.lastSeq, msg.toSeq);
-    notice(`${msg?.missed ?? 'some'} messages of output were lost while disconnected`);
+    if (channel?.e2e) channel.gap(); // the records' counters say how many were lost
+    else notice(`${msg?.missed ?? 'some'} messages of output were lost while disconnected`);
   });
   socket.on('pairing:unpaired', (msg) => {
     const why = msg?.reason === 'RUNNER_OFFLINE' ? 'went offline' : 'disconnected';
@@ -213,13 +229,21 @@ ui.form.addEventListener('submit', async (event) => {
     status.lastSeq = 0;
     term.reset();
     showTerminal();
-    channel = createChannel(parsed, sock, term, { onNotice: notice, onExit: exited });
-    await channel.ready;
+    channel?.close();
+    channel = createChannel(parsed, sock, term, hooks, ids());
     status.e2e = channel.e2e;
-    session.e2e = channel.e2e ? 'pending' : null;
-    save(channel.e2e ? null : session); // an E2E key lives in this page only
-    setState(`Connected to runner ${ack.runnerId}${channel.e2e ? ' (end-to-end encrypted)' : ''}`, 'ok');
+    if (channel.e2e) setState(`Paired with runner ${ack.runnerId}: checking the code with it...`);
+    try {
+      await channel.ready;
+    } catch (err) {
+      sock.emit('app:unpair', {});
+      unpaired(err.message);
+      return;
+    }
+    session.e2e = channel.stored();
+    save(session);
     status.runnerId = ack.runnerId;
+    setState(connectedText(), 'ok');
     ui.code.value = '';
     sendSize();
   } catch (err) {
@@ -240,10 +264,6 @@ function pairError(ack) {
     case 'UNAVAILABLE': return 'The gateway cannot reach its store right now; try again.';
     default: return ack?.message ? `Refused: ${ack.message}` : 'Refused.';
   }
-}
-
-function exited(code) {
-  notice(`the shell exited with status ${code}; type to start a new one`);
 }
 
 function unpaired(message) {
@@ -443,10 +463,12 @@ if (window.visualViewport) {
 }
 
 // A reload of this tab (or a phone that dropped it from memory) resumes the pairing.
-if (session.runnerId && !session.e2e) {
+if (session.runnerId) {
   status.runnerId = session.runnerId;
   showTerminal();
-  channel = createChannel({ nameplate: null, secret: null }, connect(), term, { onNotice: notice, onExit: exited });
+  const sock = connect();
+  channel = createChannel({ nameplate: null, secret: null }, sock, term, hooks, ids(), session.e2e);
+  status.e2e = channel.e2e;
   setState('Reconnecting...', 'warn');
 } else {
   save(null);

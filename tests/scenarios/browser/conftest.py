@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from playwright.async_api import Browser
 
-from tests.example_procs import RunnerProcess
-from tests.gw_helpers import GatewayProcess
 from tests.support.browser import chromium
+from tests.support.examples import RunnerProcess
+from tests.support.gateways import GatewayProcess
 
 #: The operator token of the test gateway's console.
 CONSOLE_TOKEN = "console-token-for-the-browser-tests-0123"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from playwright.async_api import Browser
 
-from tests.example_procs import RunnerProcess
-from tests.gw_helpers import GatewayProcess
 from tests.scenarios.browser.conftest import CONSOLE_TOKEN
 from tests.support.browser import PageWatch, pair, wait_js
+from tests.support.examples import RunnerProcess
+from tests.support.gateways import GatewayProcess
 
 API = ["runners", "pairings", "replicas", "history"]
 

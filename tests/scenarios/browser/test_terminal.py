@@ -12,8 +12,6 @@ from urllib.parse import urlsplit
 
 from playwright.async_api import Browser, Response
 
-from tests.example_procs import RunnerProcess
-from tests.gw_helpers import GatewayProcess
 from tests.support.browser import (
     SCREEN_LINES_JS,
     PageWatch,
@@ -21,6 +19,8 @@ from tests.support.browser import (
     wait_js,
     wait_screen_line,
 )
+from tests.support.examples import RunnerProcess
+from tests.support.gateways import GatewayProcess
 
 KEY_NAMES = [
     "Escape",
