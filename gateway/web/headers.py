@@ -2,7 +2,9 @@
 
 Scripts come from this origin only, as files (no inline script, no eval); styles may be
 inline because xterm.js writes its renderer's rules into ``<style>`` elements. Nothing is
-loaded from another origin, and no page may be framed.
+loaded from another origin, and no page may be framed. No Cross-Origin-Opener-Policy: the
+pages are often opened over plain HTTP on a local network, where browsers ignore it and log
+an error.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
 }

@@ -43,12 +43,19 @@ def chromium_path() -> str:
     return path
 
 
+#: A host name for 127.0.0.1 that is not "localhost": pages there are not a secure context,
+#: as on a phone reaching a gateway over plain HTTP on a local network.
+PLAIN_HTTP_HOST = "pairing-gateway.test"
+
+
 @asynccontextmanager
 async def chromium() -> AsyncIterator[Browser]:
-    """Headless chromium, closed at the end."""
+    """Headless chromium, closed at the end; it resolves ``PLAIN_HTTP_HOST`` to 127.0.0.1."""
     path = chromium_path()
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=path)
+        browser = await pw.chromium.launch(
+            executable_path=path, args=[f"--host-resolver-rules=MAP {PLAIN_HTTP_HOST} 127.0.0.1"]
+        )
         try:
             yield browser
         finally:

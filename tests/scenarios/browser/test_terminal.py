@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from playwright.async_api import Browser, Response
 
 from tests.support.browser import (
+    PLAIN_HTTP_HOST,
     SCREEN_LINES_JS,
     PageWatch,
     pair,
@@ -197,4 +198,35 @@ async def test_a_reload_resumes_the_pairing(
     await page.keyboard.type("echo $MARK\n")
     await wait_screen_line(page, "kept-25")  # the same shell
     assert watch.errors == []
+    await context.close()
+
+
+async def test_copy_and_paste_on_plain_http(
+    browser: Browser, web_gateway: GatewayProcess, pty_runner: RunnerProcess
+) -> None:
+    """Over plain HTTP (not a secure context: no Clipboard API) Ctrl+Shift+C copies the
+    selection and Ctrl+Shift+V pastes it into the shell, with no console error."""
+    code, _ = await pty_runner.next_code()
+    context = await browser.new_context(viewport={"width": 1000, "height": 600})
+    watch = PageWatch()
+    page = watch.attach(await context.new_page())
+    url = web_gateway.url.replace("127.0.0.1", PLAIN_HTTP_HOST)
+    await page.goto(url + "/")
+    assert await page.evaluate("() => window.isSecureContext") is False
+    assert await page.locator("#paste").is_hidden()  # no Clipboard API to read with
+    await pair(page, code)
+    await page.keyboard.type("echo copy-me-$((2*3))\n")
+    await wait_screen_line(page, "copy-me-6")
+    row = await page.evaluate(
+        "() => (" + SCREEN_LINES_JS + ")().findIndex((l) => l.trimEnd() === 'copy-me-6')"
+    )
+    await page.evaluate("(row) => term.select(0, row, 9)", row)
+    await page.keyboard.press("Control+Shift+C")
+    await page.evaluate("() => term.clearSelection()")
+    await page.keyboard.type("echo pasted:")
+    await page.keyboard.press("Control+Shift+V")
+    await page.keyboard.press("Enter")
+    await wait_screen_line(page, "pasted:copy-me-6")
+    assert watch.errors == []
+    assert watch.foreign(url) == []
     await context.close()
