@@ -230,3 +230,27 @@ async def test_copy_and_paste_on_plain_http(
     assert watch.errors == []
     assert watch.foreign(url) == []
     await context.close()
+
+
+async def test_connection_state_in_words_while_the_gateway_is_away(
+    browser: Browser, web_gateway: GatewayProcess, pty_runner: RunnerProcess
+) -> None:
+    """The state line counts the attempts while the gateway is down; once it is back (a new
+    memory:// store that forgot the pairing) the page says so and asks for a code again."""
+    code, _ = await pty_runner.next_code()
+    context = await browser.new_context(viewport={"width": 1000, "height": 600})
+    page = await context.new_page()
+    await page.goto(web_gateway.url + "/")
+    await pair(page, code)
+    status = page.get_by_role("status")
+    web_gateway.terminate()
+    await wait_js(
+        page, "() => /^Reconnecting\\.\\.\\., attempt [2-9]/.test(window.pairingTerminal.state)"
+    )
+    assert (await status.inner_text()).startswith("Reconnecting..., attempt ")
+    web_gateway.start()
+    await wait_js(
+        page, "() => document.getElementById('pair-error').textContent.includes('no longer knows')"
+    )
+    assert await page.get_by_label("Pairing code").is_visible()
+    await context.close()
