@@ -1,6 +1,7 @@
 // An end-to-end encrypted runner for the browser tests (clients/js RunnerClient): prints its
 // code and what it receives as JSON lines, and answers every line an app types (up to Enter)
-// with "got: <line>", encrypted. argv[2]: {"url", "runnerId"}.
+// with "got: <line>", encrypted; the line "count" is also answered with n-1 ... n-40, one every
+// 100 ms. argv[2]: {"url", "runnerId"}.
 import { RunnerClient } from "../../../clients/js/src/index.js";
 
 const config = JSON.parse(process.argv[2] ?? "{}");
@@ -20,6 +21,14 @@ runner.on("data", (app, bytes) => {
   for (const line of parts) {
     out({ line });
     runner.send(app, `\r\ngot: ${line}\r\n`);
+    if (line === "count") {
+      let i = 0;
+      const timer = setInterval(() => {
+        i += 1;
+        runner.send(app, `n-${i}\r\n`);
+        if (i === 40) clearInterval(timer);
+      }, 100);
+    }
   }
 });
 runner.on("error", (err) => out({ error: String(err?.message ?? err) }));

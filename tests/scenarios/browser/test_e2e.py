@@ -139,3 +139,35 @@ async def test_e2e_wrong_secret_is_refused(
     await wait_screen_line(page, "got: again")
     assert watch.errors == []
     await context.close()
+
+
+async def test_e2e_offline_mid_output_loses_and_repeats_nothing(
+    browser: Browser, web_gateway: GatewayProcess, e2e_runner: NodeRunner
+) -> None:
+    """3 s offline while encrypted output streams and a line is typed: afterwards every
+    output line once, in order, and the typed line reached the runner (resent records)."""
+    code, _ = await e2e_runner.wait("code")
+    context = await browser.new_context(viewport={"width": 900, "height": 700})
+    watch = PageWatch()
+    page = watch.attach(await context.new_page())
+    await page.goto(web_gateway.url + "/")
+    await pair(page, code)
+    await page.keyboard.type("count\n")
+    await wait_screen_line(page, "n-3")
+    connects = await page.evaluate("() => window.pairingTerminal.connects")
+    await context.set_offline(True)
+    await wait_js(page, "() => window.pairingTerminal.state.startsWith('Offline')")
+    await page.keyboard.type("typed-offline\n")
+    await page.wait_for_timeout(3000)
+    await context.set_offline(False)
+    text = await wait_screen_line(page, "n-40", timeout=60)
+    await wait_screen_line(page, "got: typed-offline")
+    lines = [line.strip() for line in text.splitlines() if line.startswith("n-")]
+    assert lines == [f"n-{i}" for i in range(1, 41)]
+    assert await page.evaluate("() => window.pairingTerminal.connects") > connects
+    assert [line["line"] for line in e2e_runner.lines if "line" in line] == [
+        "count",
+        "typed-offline",
+    ]
+    assert watch.errors == []
+    await context.close()
