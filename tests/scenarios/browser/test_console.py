@@ -3,14 +3,21 @@ right one shows the online runner, its replica and its pairing, updated live."""
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from playwright.async_api import Browser
 
+from pairing import keys
+from pairing.store import connect
 from tests.scenarios.browser.conftest import CONSOLE_TOKEN
 from tests.support.browser import PageWatch, pair, wait_js
 from tests.support.examples import RunnerProcess
 from tests.support.gateways import GatewayProcess
+from tests.support.redis_server import RedisProcess
 
 API = ["runners", "pairings", "replicas", "history"]
 
@@ -71,3 +78,39 @@ async def test_console_shows_the_runner_only_with_the_right_token(
     assert all("401" in e for e in watch.errors), watch.errors
     assert watch.foreign(web_gateway.url) == []
     await context.close()
+
+
+async def test_console_renders_stored_text_as_text(
+    browser: Browser, redis_proc: RedisProcess, gateway_procs: Callable[..., Any]
+) -> None:
+    """A report in the store holding markup (whoever wrote it) shows as those characters,
+    never as elements: no image, no script ran."""
+    gw = gateway_procs(redis_proc.url, {"console": {"token": CONSOLE_TOKEN}})
+    evil = '<img src=x id=injected onerror="document.title=1">'
+    store = connect(redis_proc.url)
+    try:
+        now = int(time.time() * 1000)
+        report = {
+            "replicaId": evil,
+            "startedAt": now,
+            "reportedAt": now,
+            "apps": 0,
+            "runners": 0,
+            "store": True,
+            "fanout": True,
+        }
+        await store.hset(keys.REPLICAS, evil, json.dumps(report))
+        context = await browser.new_context()
+        watch = PageWatch()
+        page = watch.attach(await context.new_page())
+        await page.goto(gw.url + "/console")
+        await page.get_by_label("Operator token").fill(CONSOLE_TOKEN)
+        await page.get_by_label("Operator token").press("Enter")
+        await wait_js(page, f"() => ({TABLE_JS})('replicas').includes('<img')")
+        assert await page.locator("#injected").count() == 0
+        assert await page.get_by_role("cell", name=evil, exact=True).count() == 1
+        assert watch.errors == []
+        await context.close()
+    finally:
+        await store.delete(keys.REPLICAS)
+        await store.aclose()
