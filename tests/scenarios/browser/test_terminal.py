@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from playwright.async_api import Browser, Response
 
+from tests.scenarios.browser.conftest import start_pty_runner
 from tests.support.browser import (
     PLAIN_HTTP_HOST,
     SCREEN_LINES_JS,
@@ -188,7 +189,8 @@ async def test_a_reload_resumes_the_pairing(
     page = watch.attach(await context.new_page())
     await page.goto(web_gateway.url + "/")
     await pair(page, code)
-    await page.keyboard.type("export MARK=kept-$((5*5))\n")
+    await page.keyboard.type("export MARK=kept-$((5*5)); echo set-$MARK\n")
+    await wait_screen_line(page, "set-kept-25")
     await page.reload()
     await wait_js(
         page, "() => window.pairingTerminal.state === 'Connected to runner browser-runner'"
@@ -233,24 +235,30 @@ async def test_copy_and_paste_on_plain_http(
 
 
 async def test_connection_state_in_words_while_the_gateway_is_away(
-    browser: Browser, web_gateway: GatewayProcess, pty_runner: RunnerProcess
+    browser: Browser, own_web_gateway: GatewayProcess
 ) -> None:
     """The state line counts the attempts while the gateway is down; once it is back (a new
     memory:// store that forgot the pairing) the page says so and asks for a code again."""
-    code, _ = await pty_runner.next_code()
-    context = await browser.new_context(viewport={"width": 1000, "height": 600})
-    page = await context.new_page()
-    await page.goto(web_gateway.url + "/")
-    await pair(page, code)
-    status = page.get_by_role("status")
-    web_gateway.terminate()
-    await wait_js(
-        page, "() => /^Reconnecting\\.\\.\\., attempt [2-9]/.test(window.pairingTerminal.state)"
-    )
-    assert (await status.inner_text()).startswith("Reconnecting..., attempt ")
-    web_gateway.start()
-    await wait_js(
-        page, "() => document.getElementById('pair-error').textContent.includes('no longer knows')"
-    )
-    assert await page.get_by_label("Pairing code").is_visible()
-    await context.close()
+    web_gateway = own_web_gateway
+    pty_runner = await start_pty_runner(web_gateway.url)
+    try:
+        code, _ = await pty_runner.next_code()
+        context = await browser.new_context(viewport={"width": 1000, "height": 600})
+        page = await context.new_page()
+        await page.goto(web_gateway.url + "/")
+        await pair(page, code)
+        status = page.get_by_role("status")
+        web_gateway.terminate()
+        await wait_js(
+            page, "() => /^Reconnecting\\.\\.\\., attempt [2-9]/.test(window.pairingTerminal.state)"
+        )
+        assert (await status.inner_text()).startswith("Reconnecting..., attempt ")
+        web_gateway.start()
+        await wait_js(
+            page,
+            "() => document.getElementById('pair-error').textContent.includes('no longer knows')",
+        )
+        assert await page.get_by_label("Pairing code").is_visible()
+        await context.close()
+    finally:
+        await pty_runner.stop()
