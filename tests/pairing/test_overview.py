@@ -6,7 +6,8 @@ import time
 
 from pairing import PairingSessionService, RunnerRegistry, keys
 from pairing.overview import OperatorOverview, ReplicaReport
-from pairing.store import Redis
+from pairing.store import Redis, connect
+from tests.support.redis_cluster import RedisClusterProcess
 
 
 def now_ms() -> int:
@@ -76,3 +77,37 @@ async def test_replica_reports_drop_the_long_silent(store: Redis) -> None:
     reports = await overview.replica_reports()
     assert [r.replica_id for r in reports] == ["new"]
     assert set(await store.hkeys(keys.REPLICAS)) == {b"new"}
+
+
+async def test_online_runners_on_a_cluster(redis_cluster: RedisClusterProcess) -> None:
+    """The index is sharded there: runners on several shards are all found, with their owner,
+    apps and pairing time read from their own slots."""
+    store = connect(redis_cluster.url)
+    layout = keys.CLUSTER
+    runners = RunnerRegistry(store, heartbeat_timeout_s=30, layout=layout)
+    sessions = PairingSessionService(store, heartbeat_timeout_s=30, layout=layout)
+    overview = OperatorOverview(store, heartbeat_timeout_s=30, layout=layout)
+    ids = [f"cluster-runner-{i}" for i in range(12)]
+    try:
+        assert len({layout.last_seen(r) for r in ids}) > 1  # spread over shards
+        for i, runner_id in enumerate(ids):
+            await runners.claim(runner_id, f"replica-{i % 2}/sid{i}")
+        await sessions.create_session("cluster-app-0123456789", ids[3])
+        total, listed = await overview.online_runners()
+        assert total == len(ids)
+        by_id = {r.runner_id: r for r in listed}
+        assert set(by_id) == set(ids)
+        assert by_id[ids[3]].apps == ["cluster-app-0123456789"]
+        assert by_id[ids[4]].replica == "replica-0" and by_id[ids[5]].replica == "replica-1"
+        pairs = await overview.pairings(listed)
+        assert [(p.app_session_id, p.runner_id) for p in pairs] == [
+            ("cluster-app-0123456789", ids[3])
+        ]
+        assert pairs[0].paired_at is not None
+    finally:
+        await sessions.remove_session("cluster-app-0123456789")
+        for i, runner_id in enumerate(ids):
+            await runners.release(runner_id, f"replica-{i % 2}/sid{i}")
+        for shard in layout.last_seen_shards():
+            await store.delete(shard)
+        await store.aclose()
