@@ -16,21 +16,20 @@ ICON_CACHE = "public, max-age=86400"
 
 
 def respond(request: web.Request, asset: Asset, cache_control: str) -> web.Response:
-    """The asset, 304 when the client has it, gzipped when the client takes gzip."""
-    headers = {
-        "Cache-Control": cache_control,
-        "ETag": asset.etag,
-        "Vary": "Accept-Encoding",
-    }
+    """The asset, gzipped when the client takes gzip; 304 when the client has that form.
+    The gzip form has its own ETag (``"...-gz"``): the two are different bytes."""
+    gzipped = asset.gzipped is not None and "gzip" in request.headers.get("Accept-Encoding", "")
+    etag = asset.etag[:-1] + '-gz"' if gzipped else asset.etag
+    headers = {"Cache-Control": cache_control, "ETag": etag, "Vary": "Accept-Encoding"}
     secure(headers)
-    if asset.etag in request.headers.get("If-None-Match", ""):
+    if etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
-    body = asset.body
     headers["Content-Type"] = asset.content_type
-    if asset.gzipped is not None and "gzip" in request.headers.get("Accept-Encoding", ""):
-        body = asset.gzipped
+    if gzipped:
+        assert asset.gzipped is not None
         headers["Content-Encoding"] = "gzip"
-    return web.Response(body=body, headers=headers)
+        return web.Response(body=asset.gzipped, headers=headers)
+    return web.Response(body=asset.body, headers=headers)
 
 
 def not_found() -> web.Response:

@@ -99,8 +99,13 @@ async def test_bundles_are_immutable_compressed_and_revalidated_by_etag(gateway:
         assert packed.headers["Content-Encoding"] == "gzip"
         raw = await packed.read()
         assert len(raw) < len(body) and gzip.decompress(raw) == body
-        again = await client.get(path, headers={"If-None-Match": plain.headers["ETag"]})
-        assert again.status == 304
+        assert packed.headers["ETag"] != plain.headers["ETag"]  # other bytes, other tag
+        for response, encoding in [(plain, "identity"), (packed, "gzip")]:
+            again = await client.get(
+                path,
+                headers={"If-None-Match": response.headers["ETag"], "Accept-Encoding": encoding},
+            )
+            assert again.status == 304
     missing = await client.get("/assets/terminal-NOSUCH.js")
     assert missing.status == 404
 
