@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from gateway.addresses import parse_networks
 from gateway.config import Settings
-from gateway.server import parse_networks
 from gateway.web.assets import Assets
 from gateway.web.console import FAILURES, WINDOW_S, ConsoleApi
 from gateway.web.pages import Pages

@@ -22,7 +22,7 @@ import msgspec
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway.server import Network, client_address
+from gateway.addresses import Network, client_address
 from gateway.web.headers import secure
 from gateway.web.pages import not_found
 from pairing import PairingHistoryService, RateLimitService

@@ -285,7 +285,7 @@ def test_shipped_timeouts_outlast_the_ping_cycle() -> None:
     assert re.search(r"upstream pairing_gateway \{[^}]*^\s*ip_hash;", text, flags=re.M | re.S)
 
 
-async def test_browser_pages_and_console_through_nginx(cluster: Cluster) -> None:
+async def test_browser_pages_and_console_through_nginx(nginx_replicas: NginxReplicas) -> None:
     """The shipped config passes the terminal page, its bundles, the icon and the console;
     the console's wrong-token limit counts the client's address, not nginx's."""
 
@@ -294,7 +294,7 @@ async def test_browser_pages_and_console_through_nginx(cluster: Cluster) -> None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with (
             aiohttp.ClientSession(connector=connector) as session,
-            session.get(cluster.nginx.url + path, headers=headers) as resp,
+            session.get(nginx_replicas.nginx.url + path, headers=headers) as resp,
         ):
             return resp.status, dict(resp.headers), await resp.read()
 
