@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, WebSocket
 
-from tests.clients.js.e2e_support import e2e_node, node_env
 from tests.support.browser import PageWatch, pair, wait_js, wait_screen_line
 from tests.support.gateways import GatewayProcess
+from tests.support.js_e2e import e2e_node, node_env
 
 __all__ = ["e2e_node"]  # the fixture, used below
 
