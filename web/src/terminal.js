@@ -113,8 +113,10 @@ function connect() {
     tryAllTransports: true,
     reconnectionDelay: 500,
     reconnectionDelayMax: 5000,
-    // Called on every (re)connect: resume from the last output written.
-    auth: (cb) => cb(session.runnerId
+    // Called on every (re)connect: resume from the last output written. An encrypted
+    // session that has shown nothing yet (just paired, or re-keying after a reload) asks for
+    // no replay: held frames of an earlier handshake would be taken for this one's.
+    auth: (cb) => cb(session.runnerId && (status.lastSeq > 0 || !(session.e2e || channel?.e2e))
       ? { appSessionId: session.appSessionId, lastSeq: status.lastSeq }
       : { appSessionId: session.appSessionId }),
   });

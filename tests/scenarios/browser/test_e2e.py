@@ -171,3 +171,28 @@ async def test_e2e_offline_mid_output_loses_and_repeats_nothing(
     ]
     assert watch.errors == []
     await context.close()
+
+
+async def test_e2e_reload_rekeys_without_the_code(
+    browser: Browser, web_gateway: GatewayProcess, e2e_runner: NodeRunner
+) -> None:
+    """A reload re-keys from the pairing key the tab kept (the runner's own copy), without
+    the code; frames held from the first handshake are not replayed into the new one."""
+    code, _ = await e2e_runner.wait("code")
+    context = await browser.new_context(viewport={"width": 900, "height": 600})
+    watch = PageWatch()
+    page = watch.attach(await context.new_page())
+    await page.goto(web_gateway.url + "/")
+    await pair(page, code)
+    await page.keyboard.type("before\n")
+    await wait_screen_line(page, "got: before")
+    _, sessions = await e2e_runner.wait("session")
+    await page.reload()
+    await wait_js(page, "() => window.pairingTerminal.state.endsWith('(end-to-end encrypted)')")
+    await e2e_runner.wait("session", after=sessions + 1)  # the runner's side of the re-key
+    await page.locator(".xterm-helper-textarea").focus()
+    await page.keyboard.type("after\n")
+    await wait_screen_line(page, "got: after")
+    assert not [line for line in e2e_runner.lines if "rejected" in line or "error" in line]
+    assert watch.errors == []
+    await context.close()
