@@ -7,7 +7,10 @@ session keys. These are operator reads, bounded by ``limit``, not on any client'
 
 Replicas report themselves into one hash, ``gateway:replicas`` (replicaId -> JSON report),
 every ``report_interval_s``: a replica that stops reporting shows as down, and its entry is
-dropped once it is ``forget_after_s`` old.
+dropped once it is ``forget_after_s`` old. Since when each runner is connected to a replica
+is in that replica's own hash, ``gateway:replica_runners:<replicaId>``, which it updates by
+difference (the runners that came and went since its last report) and which expires when
+the replica stops; the console reads it only for the runners it lists.
 """
 
 from __future__ import annotations
@@ -50,8 +53,6 @@ class ReplicaReport(msgspec.Struct, rename="camel", frozen=True):
     runners: int
     store: bool
     fanout: bool
-    #: runnerId -> epoch ms it registered on this replica.
-    runner_since: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 _report_decoder = msgspec.json.Decoder(ReplicaReport)
@@ -96,19 +97,16 @@ class OperatorOverview:
             ((as_str(member), int(score)) for member, score in entries),
             key=lambda item: -item[1],
         )[:limit]
-        owners, app_sets, reports = await asyncio.gather(
+        owners, app_sets = await asyncio.gather(
             asyncio.gather(*(self.redis.get(self.layout.owner(r)) for r, _ in found)),
             asyncio.gather(*(self.redis.smembers(self.layout.runner_apps(r)) for r, _ in found)),
-            self.replica_reports(),
         )
-        since = {
-            (report.replica_id, runner): at
-            for report in reports
-            for runner, at in report.runner_since.items()
-        }
+        replicas = [None if o is None else as_str(o).split("/", 1)[0] for o in owners]
+        since = await self._since(
+            [(replica, runner) for replica, (runner, _) in zip(replicas, found, strict=True)]
+        )
         runners = []
-        for (runner_id, beat), owner, apps in zip(found, owners, app_sets, strict=True):
-            replica = None if owner is None else as_str(owner).split("/", 1)[0]
+        for (runner_id, beat), replica, apps in zip(found, replicas, app_sets, strict=True):
             runners.append(
                 RunnerView(
                     runner_id=runner_id,
@@ -119,6 +117,35 @@ class OperatorOverview:
                 )
             )
         return sum(int(c) for c in counts), runners
+
+    async def _since(self, held: list[tuple[str | None, str]]) -> dict[tuple[str, str], int]:
+        """(replica, runner) -> since, from each replica's hash (one HMGET per replica)."""
+        by_replica: dict[str, list[str]] = {}
+        for replica, runner in held:
+            if replica is not None:
+                by_replica.setdefault(replica, []).append(runner)
+        names = list(by_replica)
+        values = await asyncio.gather(
+            *(self.redis.hmget(keys.replica_runners(r), by_replica[r]) for r in names)
+        )
+        out = {}
+        for replica, got in zip(names, values, strict=True):
+            for runner, value in zip(by_replica[replica], got, strict=True):
+                if value is not None:
+                    out[(replica, runner)] = int(value)
+        return out
+
+    async def report_runners(
+        self, replica_id: str, *, came: dict[str, int], went: list[str], ttl_ms: int
+    ) -> bool:
+        """Update a replica's runner hash by difference and renew its TTL; False when the
+        hash had expired (the caller then writes every runner again)."""
+        key = keys.replica_runners(replica_id)
+        if came:
+            await self.redis.hset(key, mapping=came)  # type: ignore[arg-type]
+        if went:
+            await self.redis.hdel(key, *went)
+        return bool(await self.redis.pexpire(key, ttl_ms))
 
     async def pairings(self, runners: list[RunnerView]) -> list[PairingView]:
         """The pairings of these runners, with when each was made (from the session key)."""

@@ -14,16 +14,15 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def report(replica: str, *, at: int, since: dict[str, int] | None = None) -> ReplicaReport:
+def report(replica: str, *, at: int) -> ReplicaReport:
     return ReplicaReport(
         replica_id=replica,
         started_at=at - 1000,
         reported_at=at,
         apps=1,
-        runners=len(since or {}),
+        runners=1,
         store=True,
         fanout=True,
-        runner_since=since or {},
     )
 
 
@@ -38,7 +37,9 @@ async def test_online_runners_with_replica_apps_and_since(store: Redis) -> None:
     await store.zadd(keys.RUNNER_LAST_SEEN, {"gone": now_ms() - 31_000})
     await sessions.create_session("app-one-0123456789", "laptop-1")
     await sessions.create_session("app-two-0123456789", "laptop-1")
-    await overview.report(report("replica-a", at=now_ms(), since={"laptop-1": 1234}))
+    await overview.report_runners("replica-a", came={"laptop-1": 1234}, went=[], ttl_ms=60_000)
+    # a stale entry of another replica for laptop-2 is not taken for replica-b's
+    await overview.report_runners("replica-a", came={"laptop-2": 99}, went=[], ttl_ms=60_000)
 
     total, listed = await overview.online_runners()
     assert total == 2
