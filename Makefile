@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install test test-deps lint run bench bench-cluster fuzz clean
+.PHONY: install test test-deps lint run web bench bench-cluster fuzz clean
 
 # Every install goes through uv.lock (exact versions and hashes, all platforms): uv, pinned here,
 # is bootstrapped into the venv with pip, then syncs the venv to the lock without re-resolving.
@@ -46,6 +46,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check pairing gateway pairing_client tests bench examples
 	$(VENV)/bin/ruff format --check pairing gateway pairing_client tests bench examples
 	$(VENV)/bin/mypy
+
+# The browser pages (web/: sources, package-lock.json) into gateway/web/static, which is
+# committed and shipped in the package: `make run` needs no Node. Rebuild after changing web/.
+web:
+	cd web && npm ci --no-audit --no-fund && node build.mjs
 
 # Embedded memory:// store unless REDIS_URL is given: make run REDIS_URL=redis://127.0.0.1:6379/0
 REDIS_URL ?= memory://

@@ -19,9 +19,10 @@ from gateway.addresses import parse_networks
 from gateway.config import Settings
 from gateway.engine import GatewayServer, build_server
 from gateway.fanout import Fanout
-from gateway.handlers import GatewayOptions, PairingGateway, attach
+from gateway.handlers import GatewayOptions, PairingGateway, Role, attach
 from gateway.metrics import Metrics
 from gateway.sweeper import Sweeper
+from gateway.web import add_web
 from pairing import (
     PairingCodeService,
     PairingHistoryService,
@@ -166,6 +167,15 @@ def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Appl
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
+    add_web(
+        app,
+        settings,
+        store,
+        history=gateway.history,
+        replica_id=replica_id,
+        local=lambda: _local_counts(gateway),
+        fanout_healthy=lambda: fanout.healthy,
+    )
     return app
 
 
@@ -186,6 +196,17 @@ def _warn_recovery_outlives_hold(settings: Settings) -> None:
                 "resume_max_messages": resume.max_messages,
             },
         )
+
+
+def _local_counts(gateway: PairingGateway) -> tuple[int, list[str]]:
+    """Apps connected to this replica, and the runners registered on it (for its report)."""
+    apps, runners = 0, []
+    for conn in gateway.conns.values():
+        if conn.role is Role.APP:
+            apps += 1
+        elif conn.role is Role.RUNNER and conn.runner_id is not None:
+            runners.append(conn.runner_id)
+    return apps, runners
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:

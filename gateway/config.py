@@ -88,6 +88,18 @@ class History(msgspec.Struct, forbid_unknown_fields=True):
     max_len: PositiveInt = 100_000
 
 
+class Console(msgspec.Struct, forbid_unknown_fields=True):
+    """The operator console at ``/console``: off (404) while ``token`` is unset."""
+
+    token: str | None = None
+    #: How often each replica writes its report (health, counts, runners) for the console.
+    report_interval_s: PositiveFloat = 5.0
+
+    def __post_init__(self) -> None:
+        if self.token is not None and not self.token.strip():
+            self.token = None  # an empty token is no token: the console stays off
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "0.0.0.0"
     port: Port = 8080
@@ -107,6 +119,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     #: Longest a client waits for an ack while the store does not answer (then UNAVAILABLE).
     store_timeout_s: PositiveFloat = 3.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    console: Console = msgspec.field(default_factory=Console)
 
     def __post_init__(self) -> None:
         scheme = self.redis_url.split("://", 1)[0] if "://" in self.redis_url else ""
@@ -157,13 +170,15 @@ def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 
 
 #: Taken as text, never parsed as YAML (a URL or a secret may look like a YAML value).
-_TEXT_KEYS = {("redis_url",), ("host",), ("auth", "runner_secret")}
+_TEXT_KEYS = {("redis_url",), ("host",), ("auth", "runner_secret"), ("console", "token")}
+#: Secrets for which an empty value (or null) means "not set".
+_NULLABLE_SECRETS = {("auth", "runner_secret"), ("console", "token")}
 
 
 def _parse_env_value(path: tuple[str, ...], raw: str) -> Any:
     if path == ("trusted_proxies",) and not raw.lstrip().startswith("["):
         return [p.strip() for p in raw.split(",") if p.strip()]
-    if path == ("auth", "runner_secret") and raw in {"", "null", "~"}:
+    if path in _NULLABLE_SECRETS and raw in {"", "null", "~"}:
         return None
     if path in _TEXT_KEYS:
         return raw

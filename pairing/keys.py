@@ -28,6 +28,17 @@ RATE_LIMIT_PREFIX = "ratelimit:"
 APP_TOKENS_PREFIX = "pairing:app_tokens:"
 FENCE_PREFIX = "pairing:fence:"
 HISTORY_STREAM = "pairing:history"
+#: Hash replicaId -> JSON report (health, counts), for the operator console.
+REPLICAS = "gateway:replicas"
+#: Per replica, a hash runnerId -> epoch ms since which that runner is connected there
+#: (``gateway:replica_runners:<replicaId>``, TTL a few report intervals), for the console.
+REPLICA_RUNNERS_PREFIX = "gateway:replica_runners:"
+
+
+def replica_runners(replica_id: str) -> str:
+    return REPLICA_RUNNERS_PREFIX + replica_id
+
+
 SWEEPER_LOCK = "gateway:sweeper:lock"
 #: Pub/sub channel prefix for cross-replica delivery; one channel per room. Single node:
 #: ``gateway:room:<room>`` (``PUBLISH``); cluster: ``gateway:room:<kind>:{<id>}``, a sharded

@@ -58,13 +58,17 @@ class NginxReplicas:
         return {f"127.0.0.1:{self.a.port}": "a", f"127.0.0.1:{self.b.port}": "b"}[upstream]
 
 
+#: The replicas' operator token (the console's routes are in the shipped config too).
+CONSOLE_TOKEN = "nginx-console-token-0123456789abcdef"
+
+
 @pytest.fixture
 async def nginx_replicas(redis_proc: RedisProcess) -> AsyncIterator[NginxReplicas]:
     nginx_binary()  # fail early, clearly, when nginx is missing
     redis = connect(redis_proc.url)
     await redis.flushdb()
     # The replicas believe X-Forwarded-For from nginx (which reaches them from NGINX_PEER).
-    config = {"trusted_proxies": [NGINX_PEER]}
+    config = {"trusted_proxies": [NGINX_PEER], "console": {"token": CONSOLE_TOKEN}}
     a = GatewayProcess(redis_proc.url, config)
     b = GatewayProcess(redis_proc.url, config)
     started: list[Any] = []
@@ -279,3 +283,31 @@ def test_shipped_timeouts_outlast_the_ping_cycle() -> None:
     assert "proxy_http_version 1.1;" in text
     assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in text
     assert re.search(r"upstream pairing_gateway \{[^}]*^\s*ip_hash;", text, flags=re.M | re.S)
+
+
+async def test_browser_pages_and_console_through_nginx(nginx_replicas: NginxReplicas) -> None:
+    """The shipped config passes the terminal page, its bundles, the icon and the console;
+    the console's wrong-token limit counts the client's address, not nginx's."""
+
+    async def get(path: str, local: str = "127.0.0.1", token: str | None = None) -> Any:
+        connector = aiohttp.TCPConnector(local_addr=(local, 0), force_close=True)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(nginx_replicas.nginx.url + path, headers=headers) as resp,
+        ):
+            return resp.status, dict(resp.headers), await resp.read()
+
+    status, headers, body = await get("/")
+    assert status == 200 and b"Pairing code" in body
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    bundles = re.findall(rb'(?:src|href)="(/assets/[^"]+)"', body)
+    assert bundles
+    for path in [*(b.decode() for b in bundles), "/favicon.ico", "/console"]:
+        assert (await get(path))[0] == 200, path
+    assert (await get("/console/api/runners"))[0] == 401
+    for _ in range(10):
+        assert (await get("/console/api/runners", "127.0.3.1", "wrong"))[0] == 401
+    assert (await get("/console/api/runners", "127.0.3.1", CONSOLE_TOKEN))[0] == 429
+    assert (await get("/console/api/runners", "127.0.4.1", CONSOLE_TOKEN))[0] == 200
+    assert (await get("/metrics"))[0] == 404  # still not exposed
