@@ -1,0 +1,137 @@
+// CPace (ristretto255, SHA-512) against every vector of draft-irtf-cfrg-cpace for that suite.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { ristretto255_hasher } from "@noble/curves/ed25519.js";
+import { sha512 } from "@noble/hashes/sha2.js";
+import { bytesToHex, lvCat, prependLen, utf8ToBytes } from "../src/bytes.js";
+import {
+  CPaceError,
+  CPaceParty,
+  IDENTITY,
+  calculateGenerator,
+  generatorString,
+  iskIr,
+  scalarMult,
+  scalarMultVfy,
+  sidOutputIr,
+  transcriptIr,
+} from "../src/cpace.js";
+import { loadVectors, unhex } from "./vectors.js";
+
+const all = loadVectors("cpace-ristretto255.json");
+const v = all.G_Coffee25519;
+const points = all.G_Coffee25519_points;
+/** @param {string} key */
+const h = (key) => unhex(v[key]);
+/** @param {Uint8Array} bytes */
+const hex = (bytes) => bytesToHex(bytes).toUpperCase();
+
+test("prepend_len and lv_cat: the draft's string vectors", () => {
+  assert.equal(bytesToHex(prependLen(new Uint8Array(0))), "00");
+  assert.equal(bytesToHex(prependLen(utf8ToBytes("1234"))), "0431323334");
+  const r127 = Uint8Array.from({ length: 127 }, (_, i) => i);
+  const r128 = Uint8Array.from({ length: 128 }, (_, i) => i);
+  assert.equal(bytesToHex(prependLen(r127).subarray(0, 2)), "7f00");
+  assert.equal(prependLen(r127).length, 128);
+  assert.equal(bytesToHex(prependLen(r128).subarray(0, 3)), "800100");
+  assert.equal(prependLen(r128).length, 130);
+  const lv = lvCat(utf8ToBytes("1234"), utf8ToBytes("5"), new Uint8Array(0), utf8ToBytes("678"));
+  assert.equal(bytesToHex(lv), "043132333401350003363738");
+});
+
+test("transcript_ir: the draft's vectors", () => {
+  const s = utf8ToBytes;
+  assert.equal(
+    bytesToHex(transcriptIr(s("123"), s("PartyA"), s("234"), s("PartyB"))),
+    "03313233065061727479410332333406506172747942",
+  );
+  assert.equal(
+    bytesToHex(transcriptIr(s("3456"), s("PartyA"), s("2345"), s("PartyB"))),
+    "043334353606506172747941043233343506506172747942",
+  );
+});
+
+test("generator string, its hash and g", () => {
+  const gen = generatorString(h("PRS"), h("CI"), h("sid"));
+  assert.equal(gen.length, 170);
+  assert.equal(
+    bytesToHex(sha512(gen)),
+    "da6d3ddc8802fca9058755ffd3ebde08a9c2c74945901a258482a288b6663af06bf645c93cd1c51512307199c80e84908916d983b34af77205f90851a657ee27",
+  );
+  assert.equal(hex(calculateGenerator(h("PRS"), h("CI"), h("sid")).toBytes()), v.g);
+});
+
+test("the generator is RFC 9496 element derivation, not RFC 9380 hash-to-curve", () => {
+  // Guard: noble offers both on ristretto255_hasher; only deriveToCurve gives the draft's g.
+  const hash = sha512(generatorString(h("PRS"), h("CI"), h("sid")));
+  assert.notEqual(hex(ristretto255_hasher.hashToCurve(hash).toBytes()), v.g);
+});
+
+test("Ya, Yb, K from both sides, ISK (initiator-responder) and the session id output", () => {
+  const g = calculateGenerator(h("PRS"), h("CI"), h("sid"));
+  const Ya = scalarMult(h("ya"), g);
+  const Yb = scalarMult(h("yb"), g);
+  assert.equal(hex(Ya), v.Ya);
+  assert.equal(hex(Yb), v.Yb);
+  const Ka = scalarMultVfy(h("ya"), Yb);
+  const Kb = scalarMultVfy(h("yb"), Ya);
+  assert.equal(hex(Ka), v.K);
+  assert.equal(hex(Kb), v.K);
+  assert.equal(hex(iskIr(h("sid"), Ka, Ya, h("ADa"), Yb, h("ADb"))), v.ISK_IR);
+  assert.equal(hex(sidOutputIr(Ya, h("ADa"), Yb, h("ADb"))), v.sid_output_ir);
+});
+
+test("CPaceParty reproduces the vector's shares and ISK on both sides", () => {
+  const common = { prs: h("PRS"), ci: h("CI"), sid: h("sid") };
+  const a = new CPaceParty({ ...common, ad: h("ADa"), scalar: h("ya") });
+  const b = new CPaceParty({ ...common, ad: h("ADb"), scalar: h("yb") });
+  assert.equal(hex(a.Y), v.Ya);
+  assert.equal(hex(b.Y), v.Yb);
+  const iskA = iskIr(h("sid"), a.sharedPoint(b.Y), a.Y, a.ad, b.Y, b.ad);
+  const iskB = iskIr(h("sid"), b.sharedPoint(a.Y), a.Y, a.ad, b.Y, b.ad);
+  assert.equal(hex(iskA), v.ISK_IR);
+  assert.equal(hex(iskB), v.ISK_IR);
+});
+
+test("scalar_mult_vfy with valid inputs", () => {
+  const valid = points.Valid;
+  assert.equal(hex(scalarMultVfy(unhex(valid.s), unhex(valid.X))), valid["G.scalar_mult_vfy(s,X)"]);
+});
+
+for (const name of ["Invalid Y1", "Invalid Y2"]) {
+  test(`scalar_mult_vfy returns the identity and the protocol aborts: ${name}`, () => {
+    const s = unhex(points.Valid.s);
+    const Y = unhex(points[name]);
+    assert.deepEqual(scalarMultVfy(s, Y), IDENTITY);
+    const party = new CPaceParty({ prs: h("PRS"), ci: h("CI"), sid: h("sid"), scalar: s });
+    assert.throws(() => party.sharedPoint(Y), CPaceError);
+    assert.throws(() => iskIr(h("sid"), IDENTITY, party.Y, h("ADa"), Y, h("ADb")), CPaceError);
+  });
+}
+
+test("a scalar of L or above is reduced, never refused or used unreduced", () => {
+  const g = calculateGenerator(h("PRS"), h("CI"), h("sid"));
+  // ya + L, little-endian, equals ya as a scalar: same share.
+  const L = 2n ** 252n + 27742317777372353535851937790883648493n;
+  let n = 0n;
+  for (const byte of [...h("ya")].reverse()) n = (n << 8n) | BigInt(byte);
+  n += L;
+  const bytes = new Uint8Array(32);
+  for (let i = 0; i < 32; i++, n >>= 8n) bytes[i] = Number(n & 0xffn);
+  assert.equal(hex(scalarMult(bytes, g)), v.Ya);
+});
+
+test("random parties agree with the same password and disagree with another", () => {
+  const sid = utf8ToBytes("0123456789abcdef");
+  const ci = utf8ToBytes("ci");
+  const a = new CPaceParty({ prs: utf8ToBytes("ABC2345"), ci, sid });
+  const b = new CPaceParty({ prs: utf8ToBytes("ABC2345"), ci, sid });
+  const c = new CPaceParty({ prs: utf8ToBytes("ABC2346"), ci, sid });
+  const e = new Uint8Array(0);
+  const isk = (/** @type {CPaceParty} */ x, /** @type {CPaceParty} */ y) =>
+    hex(iskIr(sid, x.sharedPoint(y.Y), x.Y, e, y.Y, e));
+  const iskB = hex(iskIr(sid, b.sharedPoint(a.Y), a.Y, e, b.Y, e));
+  assert.equal(isk(a, b), iskB);
+  const iskC = hex(iskIr(sid, c.sharedPoint(a.Y), a.Y, e, c.Y, e));
+  assert.notEqual(isk(a, c), iskC);
+});
