@@ -8,3 +8,4 @@ export * from "./codes.js";
 export * from "./cpace.js";
 export * from "./records.js";
 export * from "./session.js";
+export * from "./client.js";
