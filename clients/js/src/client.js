@@ -12,17 +12,17 @@
  * @module
  */
 import { io } from "socket.io-client";
-import { asBytes, bytesToHex, hexToBytes, utf8ToBytes } from "./bytes.js";
+import { asBytes, bytesToHex, constantTimeEqual, hexToBytes, utf8ToBytes } from "./bytes.js";
 import { joinCode, makeSecret, splitCode } from "./codes.js";
-import { REJECT_REASON, RecordAuthError, T, isFrame, isRecordType } from "./records.js";
-import { AppHandshake, E2ESession, HandshakeError, RunnerHandshake, rejectFrame } from "./session.js";
+import { REJECT_REASON } from "./records.js";
+import { AppChannel, CodeBook, E2ESession, HandshakeError, RunnerChannel } from "./session.js";
 
 /**
- * @typedef {object} KeyValueStore where pairing keys live between process starts
- *   (a file in Node, IndexedDB or localStorage in a browser); values are strings
- * @property {(name: string) => (string | null | undefined | Promise<string | null | undefined>)} get
- * @property {(name: string, value: string) => (void | Promise<void>)} set
- * @property {(name: string) => (void | Promise<void>)} [delete]
+ * @typedef {object} KeyValueStore where pairing keys live between process starts (a file
+ *   in Node, localStorage in a browser); synchronous, values are strings
+ * @property {(name: string) => (string | null | undefined)} get
+ * @property {(name: string, value: string) => void} set
+ * @property {(name: string) => void} [delete]
  */
 
 /** A KeyValueStore in memory (keys are lost with the process). */
@@ -202,10 +202,11 @@ export class Outbox {
  */
 
 /**
- * The app side. Events: "data" (Uint8Array), "control" (object), "integrity" (RecordAuthError:
- * a record that failed authentication, never shown), "gap" ({fromSeq, toSeq, missed}),
- * "unpaired" ({runnerId, reason}), "rejected" (HandshakeError), "error" (Error),
- * "connect", "disconnect".
+ * The app side. Events: "data" (Uint8Array), "control" (object), "lost" (number of records
+ * lost for good), "integrity" (message: a record failed authentication and was not shown, or
+ * the runner says one of ours did; the session is over), "rejected" (HandshakeError),
+ * "gap" ({fromSeq, toSeq, missed}), "unpaired" ({runnerId, reason}), "notice" (text),
+ * "error" (Error), "connect", "disconnect".
  */
 export class AppClient extends Emitter {
   /**
@@ -219,10 +220,8 @@ export class AppClient extends Emitter {
     this.lastSeq = options.lastSeq ?? 0;
     /** @type {string | null} */
     this.runnerId = null;
-    /** @type {E2ESession | null} */
-    this.session = null;
-    /** @type {AppHandshake | null} */
-    this.handshake = null;
+    /** @type {AppChannel | null} */
+    this.channel = null;
     /** @type {{resolve: (s: E2ESession) => void, reject: (e: Error) => void} | null} */
     this.waiter = null;
     this.outbox = new Outbox("app:command", (err) => this.emit("error", err));
@@ -244,8 +243,16 @@ export class AppClient extends Emitter {
       this.emit("disconnect", reason);
     });
     socket.on("terminal:output", (msg) => this.onOutput(msg));
-    socket.on("terminal:gap", (gap) => this.emit("gap", gap));
+    socket.on("terminal:gap", (gap) => {
+      if (this.channel) this.handle(this.channel.gap());
+      this.emit("gap", gap);
+    });
     socket.on("pairing:unpaired", (msg) => this.emit("unpaired", msg));
+  }
+
+  /** The open session, if any. */
+  get session() {
+    return this.channel?.session ?? null;
   }
 
   /** Connects (resolves on the first connect; later reconnects are automatic). */
@@ -267,42 +274,49 @@ export class AppClient extends Emitter {
 
   /**
    * Pairs with a code `NAMEPLATE-SECRET`: only the nameplate goes to the gateway; the secret
-   * is the CPace password. Resolves once the runner confirmed the key; rejects with a
-   * HandshakeError WRONG_CODE if the code was wrong (the runner burns it).
+   * is the CPace password. Resolves once the runner's key confirmation checked; rejects with
+   * a HandshakeError WRONG_CODE if the code was wrong (the runner burns it).
    * @param {string} code
    */
   async pair(code) {
     const { nameplate, secret } = splitCode(code);
     const ack = await call(this.socket, "app:pair", { pairingCode: nameplate }, this.options.ackTimeoutMs ?? 10000);
-    this.runnerId = ack.runnerId;
+    this.runnerId = String(ack.runnerId);
     this.appSessionId = ack.appSessionId ?? this.appSessionId;
-    return this.runHandshake(AppHandshake.forCode(nameplate, secret));
+    return this.handshake((channel) => channel.start({ nameplate, secret }));
   }
 
   /**
-   * Re-keys with the pairing key stored by an earlier pair() of this appSessionId (after a
-   * process restart, without the code). Rejects with HandshakeError UNKNOWN_KEY when there
-   * is none here or the runner does not hold it.
+   * Re-keys the pairing this appSessionId still has at the gateway with the pairing key an
+   * earlier pair() stored (after a process restart, without the code). Rejects with
+   * HandshakeError UNKNOWN_KEY when there is none, or the runner does not hold it.
    */
   async rekey() {
-    const stored = await this.store.get(`app:${this.appSessionId}`);
-    if (!stored) throw new HandshakeError("UNKNOWN_KEY", "no stored pairing key for this app");
-    const { pairingKey, pairingKeyId, runnerId } = JSON.parse(stored);
-    this.runnerId = runnerId;
-    return this.runHandshake(AppHandshake.forRekey(hexToBytes(pairingKey), hexToBytes(pairingKeyId)));
+    const status = await call(this.socket, "app:status", {}, this.options.ackTimeoutMs ?? 10000);
+    const stored = readJson(this.store.get(`app:${this.appSessionId}`));
+    if (!status.paired || !stored || stored.runnerId !== status.runnerId) {
+      throw new HandshakeError(REJECT_REASON.UNKNOWN_KEY, "no pairing key for this pairing: pair again with a new code");
+    }
+    this.runnerId = String(status.runnerId);
+    return this.handshake((channel) =>
+      channel.startRekey({ pairingKey: hexToBytes(stored.key), pairingKeyId: hexToBytes(stored.keyId) }),
+    );
   }
 
   /**
-   * @param {AppHandshake} handshake
+   * @param {(channel: AppChannel) => void} start
    * @returns {Promise<E2ESession>}
    */
-  runHandshake(handshake) {
-    this.handshake = handshake;
-    this.session = null;
+  handshake(start) {
+    const channel = new AppChannel((frame) => this.outbox.push({ data: frame }), {
+      appSessionId: this.appSessionId,
+      runnerId: /** @type {string} */ (this.runnerId),
+    });
+    this.channel = channel;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiter = null;
-        reject(new HandshakeError("PROTOCOL", "the runner did not answer the handshake in time"));
+        reject(new HandshakeError(REJECT_REASON.WRONG_CODE, "the runner did not answer the handshake in time"));
       }, this.options.handshakeTimeoutMs ?? 30000);
       this.waiter = {
         resolve: (s) => {
@@ -314,89 +328,89 @@ export class AppClient extends Emitter {
           reject(e);
         },
       };
-      this.outbox.push({ data: handshake.hello() });
+      start(channel);
     });
   }
 
   /** @param {{data: unknown, seq?: number, runnerId?: string}} msg */
   onOutput(msg) {
     if (typeof msg?.seq === "number") {
-      if (msg.seq <= this.lastSeq) return;
+      if (msg.seq <= this.lastSeq) return; // a replay overlapping what came live
       this.lastSeq = msg.seq;
     }
     const bytes = asBytes(msg?.data);
-    if (!isFrame(bytes)) return; // not E2E: never shown by an E2E app
-    const type = bytes[2];
-    if (isRecordType(type)) {
-      if (!this.session) return;
-      let opened;
-      try {
-        opened = this.session.open(bytes);
-      } catch (err) {
-        if (err instanceof RecordAuthError) this.emit("integrity", err);
-        else this.emit("error", err);
-        return;
-      }
-      if (opened.status === "duplicate") this.duplicates++;
-      if (opened.status !== "ok") return;
-      if (opened.type === T.DATA) this.emit("data", opened.payload);
-      else this.emit("control", parseJson(opened.payload));
+    if (!this.channel || !bytes) return; // not E2E: never shown by an E2E app
+    this.handle(this.channel.receive(bytes));
+  }
+
+  /** @param {import("./session.js").Received} got */
+  handle(got) {
+    const channel = /** @type {AppChannel} */ (this.channel);
+    this.duplicates += got.duplicates;
+    if (got.confirmed && channel.keys) {
+      const keys = channel.keys;
+      this.store.set(
+        `app:${this.appSessionId}`,
+        JSON.stringify({ runnerId: this.runnerId, key: bytesToHex(keys.pairingKey), keyId: bytesToHex(keys.pairingKeyId) }),
+      );
+      this.waiter?.resolve(/** @type {E2ESession} */ (channel.session));
+      this.waiter = null;
+    }
+    if (got.integrity) {
+      this.emit("integrity", `a message from the runner failed authentication (${got.integrity}): altered in transit, not shown`);
       return;
     }
-    if (!this.handshake) return;
-    let step;
-    try {
-      step = this.handshake.receive(bytes);
-    } catch (err) {
-      this.waiter?.reject(/** @type {Error} */ (err));
+    if (got.rejected === "INTEGRITY") {
+      this.emit("integrity", "the runner received a message that failed authentication (altered in transit); session ended");
+      return;
+    }
+    if (got.rejected === "NO_SESSION") {
+      const keys = channel.keys;
+      if (keys) {
+        this.emit("notice", "the runner lost the session: re-keying");
+        channel.startRekey({ pairingKey: keys.pairingKey, pairingKeyId: keys.pairingKeyId });
+      }
+      return;
+    }
+    if (got.rejected) {
+      const err = new HandshakeError(
+        /** @type {any} */ (REJECT_REASON)[got.rejected] ?? REJECT_REASON.WRONG_CODE,
+        got.rejected === "WRONG_CODE"
+          ? "the pairing code was wrong (key confirmation failed); the runner shows a new code"
+          : "the runner does not know this pairing: pair again with a new code",
+      );
+      this.waiter?.reject(err);
       this.waiter = null;
       this.emit("rejected", err);
       return;
     }
-    if (step.send) this.outbox.push({ data: step.send });
-    const session = step.session;
-    if (session) {
-      this.session = session;
-      const keys = session.keys;
-      Promise.resolve(
-        this.store.set(
-          `app:${this.appSessionId}`,
-          JSON.stringify({
-            runnerId: this.runnerId,
-            pairingKey: bytesToHex(keys.pairingKey),
-            pairingKeyId: bytesToHex(keys.pairingKeyId),
-          }),
-        ),
-      ).finally(() => {
-        this.waiter?.resolve(session);
-        this.waiter = null;
-      });
-    }
+    if (got.lost) this.emit("lost", got.lost);
+    for (const data of got.data) this.emit("data", data);
+    for (const control of got.controls) this.emit("control", control);
   }
 
-  /** @returns {E2ESession} */
-  requireSession() {
-    if (!this.session) throw new Error("no E2E session yet: pair() or rekey() first");
-    return this.session;
+  /** @returns {AppChannel} */
+  requireChannel() {
+    if (!this.channel) throw new Error("no E2E channel yet: pair() or rekey() first");
+    return this.channel;
   }
 
   /**
-   * Sends terminal bytes (keystrokes) in a DATA record.
+   * Sends terminal bytes (keystrokes) in a DATA record (once the handshake is done).
    * @param {Uint8Array | string} data
    */
   send(data) {
-    const bytes = typeof data === "string" ? utf8ToBytes(data) : data;
-    this.outbox.push({ data: this.requireSession().sealData(bytes).record });
+    this.requireChannel().sendData(typeof data === "string" ? utf8ToBytes(data) : data);
   }
 
   /** @param {number} cols @param {number} rows */
   resize(cols, rows) {
-    this.outbox.push({ data: this.requireSession().sealResize(cols, rows).record });
+    this.requireChannel().sendResize(cols, rows);
   }
 
   /** @param {Record<string, unknown>} message */
   control(message) {
-    this.outbox.push({ data: this.requireSession().sealControl(message).record });
+    this.requireChannel().sendControl(message);
   }
 
   /** Resolves once every frame sent so far is acked by the gateway. */
@@ -411,18 +425,12 @@ export class AppClient extends Emitter {
 }
 
 /**
- * @typedef {object} AppState
- * @property {RunnerHandshake | null} handshake
- * @property {E2ESession | null} session
- * @property {boolean} refused after a failed confirmation: nothing more from this app
- */
-
-/**
  * The runner side. Events: "code" (the code to show, `NAMEPLATE-SECRET`), "session"
  * (appSessionId, E2ESession), "data" (appSessionId, Uint8Array), "resize" (appSessionId,
- * {cols, rows}), "control" (appSessionId, object), "rejected" (appSessionId, HandshakeError:
- * a wrong code; a new code follows), "integrity" (appSessionId, RecordAuthError), "gap",
- * "unpaired" (appSessionId), "error", "connect", "disconnect".
+ * cols, rows), "control" (appSessionId, object), "rejected" (appSessionId, message: a wrong
+ * code, refused; a new code follows), "integrity" (appSessionId, message), "lost"
+ * (appSessionId, n), "paired", "unpaired" (appSessionId), "gap", "notice", "error",
+ * "connect", "disconnect".
  */
 export class RunnerClient extends Emitter {
   /**
@@ -433,15 +441,15 @@ export class RunnerClient extends Emitter {
     this.options = options;
     this.store = options.store ?? new MemoryStore();
     this.runnerId = options.runnerId;
-    /** @type {{nameplate: string, secret: string} | null} the code shown, until an app pairs with it */
+    this.codes = new CodeBook();
+    /** @type {string | null} the code shown */
     this.code = null;
-    /** @type {Map<string, AppState>} */
-    this.apps = new Map();
-    /** @type {Map<string, number>} */
+    /** @type {Map<string, RunnerChannel>} */
+    this.channels = new Map();
+    /** @type {Map<string, number>} newest seq of terminal:input per app, for resume */
     this.lastSeq = new Map();
     /** @type {ReturnType<typeof setInterval> | null} */
     this.heartbeat = null;
-    this.closed = false;
     this.outbox = new Outbox("runner:output", (err) => this.emit("error", err));
     /** Records dropped because their counter was not new (resends, replays). */
     this.duplicates = 0;
@@ -461,15 +469,25 @@ export class RunnerClient extends Emitter {
       this.stopHeartbeat();
       this.emit("disconnect", reason);
     });
-    socket.on("pairing:paired", (msg) => this.onPaired(msg?.appSessionId));
+    socket.on("pairing:paired", (msg) => {
+      if (typeof msg?.appSessionId !== "string") return;
+      this.channels.delete(msg.appSessionId); // a new pairing: a handshake follows
+      this.emit("paired", msg.appSessionId);
+    });
     socket.on("pairing:app_unpaired", (msg) => {
-      this.apps.delete(msg?.appSessionId);
-      this.emit("unpaired", msg?.appSessionId);
+      const app = msg?.appSessionId;
+      if (typeof app !== "string") return;
+      this.channels.delete(app);
+      this.lastSeq.delete(app);
+      this.store.delete?.(`runner:${app}`);
+      this.emit("unpaired", app);
     });
     socket.on("terminal:input", (msg) => this.onInput(msg));
-    socket.on("terminal:gap", (gap) => this.emit("gap", gap));
-    /** @type {Promise<void> | null} */
-    this.registered = null;
+    socket.on("terminal:gap", (gap) => {
+      const channel = this.channels.get(gap?.appSessionId);
+      if (channel) this.handle(gap.appSessionId, channel.gap());
+      this.emit("gap", gap);
+    });
   }
 
   /** Connects and registers; resolves with the first code to show. */
@@ -503,12 +521,15 @@ export class RunnerClient extends Emitter {
     const payload = { runnerId: this.runnerId };
     if (this.options.runnerKey) payload.runnerKey = this.options.runnerKey;
     if (this.options.token) payload.token = this.options.token;
-    if (this.lastSeq.size) payload.lastSeq = Object.fromEntries(this.lastSeq);
+    if (this.lastSeq.size) payload.lastSeq = Object.fromEntries([...this.lastSeq].slice(-256));
     const ack = await call(this.socket, "runner:register", payload, this.options.ackTimeoutMs ?? 10000);
-    this.code = { nameplate: String(ack.pairingCode).toUpperCase(), secret: makeSecret() };
+    const nameplate = String(ack.pairingCode).toUpperCase();
+    const secret = makeSecret();
+    this.codes.issue(nameplate, secret);
+    this.code = joinCode(nameplate, secret);
     this.startHeartbeat(Number(ack.heartbeatIntervalMs) || 10000);
     this.outbox.resume(this.socket);
-    this.emit("code", joinCode(this.code.nameplate, this.code.secret));
+    this.emit("code", this.code);
   }
 
   /** @param {number} intervalMs */
@@ -524,128 +545,76 @@ export class RunnerClient extends Emitter {
     this.heartbeat = null;
   }
 
-  /** @param {string} appSessionId */
-  state(appSessionId) {
-    let app = this.apps.get(appSessionId);
-    if (!app) {
-      app = { handshake: null, session: null, refused: false };
-      this.apps.set(appSessionId, app);
+  /** @param {string} app */
+  channel(app) {
+    let channel = this.channels.get(app);
+    if (!channel) {
+      channel = new RunnerChannel((frame) => this.outbox.push({ data: frame, appSessionId: app }), {
+        appSessionId: app,
+        runnerId: this.runnerId,
+        codes: this.codes,
+        pairingKey: (keyId) => {
+          const entry = readJson(this.store.get(`runner:${app}`));
+          if (!entry || !constantTimeEqual(hexToBytes(entry.keyId), keyId)) return null;
+          return hexToBytes(entry.key);
+        },
+      });
+      this.channels.set(app, channel);
     }
-    return app;
-  }
-
-  /**
-   * An app spent the nameplate shown: the secret shown with it is now that app's password.
-   * @param {string} appSessionId
-   */
-  onPaired(appSessionId) {
-    if (typeof appSessionId !== "string" || !this.code) return;
-    const app = this.state(appSessionId);
-    app.handshake = RunnerHandshake.forCode(this.code.nameplate, this.code.secret);
-    app.refused = false;
-    this.code = null;
+    return channel;
   }
 
   /** @param {{appSessionId: string, data: unknown, seq?: number}} msg */
-  async onInput(msg) {
-    const appSessionId = msg?.appSessionId;
-    if (typeof appSessionId !== "string") return;
+  onInput(msg) {
+    const app = msg?.appSessionId;
+    if (typeof app !== "string") return;
     if (typeof msg.seq === "number") {
-      if (msg.seq <= (this.lastSeq.get(appSessionId) ?? 0)) return;
-      this.lastSeq.set(appSessionId, msg.seq);
+      if (msg.seq <= (this.lastSeq.get(app) ?? 0)) return;
+      this.lastSeq.set(app, msg.seq);
     }
     const bytes = asBytes(msg.data);
-    if (!isFrame(bytes)) return; // plaintext: an E2E runner never runs it
-    const app = this.state(appSessionId);
-    if (app.refused) return;
-    const type = bytes[2];
-    if (isRecordType(type)) {
-      if (!app.session) {
-        this.sendTo(appSessionId, rejectFrame(REJECT_REASON.NO_SESSION));
-        return;
-      }
-      let opened;
-      try {
-        opened = app.session.open(bytes);
-      } catch (err) {
-        if (err instanceof RecordAuthError) this.emit("integrity", appSessionId, err);
-        else this.emit("error", err);
-        return;
-      }
-      if (opened.status === "duplicate") this.duplicates++;
-      if (opened.status !== "ok") return;
-      if (opened.type === T.DATA) this.emit("data", appSessionId, opened.payload);
-      else if (opened.type === T.RESIZE) this.emit("resize", appSessionId, parseJson(opened.payload));
-      else this.emit("control", appSessionId, parseJson(opened.payload));
-      return;
-    }
-    if (type === T.REKEY_HELLO) {
-      const id = RunnerHandshake.rekeyId(bytes);
-      const stored = id ? await this.store.get(`runner:${bytesToHex(id)}`) : null;
-      if (!id || !stored) {
-        this.sendTo(appSessionId, rejectFrame(REJECT_REASON.UNKNOWN_KEY));
-        return;
-      }
-      if (!app.handshake?.rekey || bytesToHex(app.handshake.rekey.pairingKeyId) !== bytesToHex(id) || app.handshake.state === "done") {
-        const { pairingKey } = JSON.parse(stored);
-        app.handshake = RunnerHandshake.forRekey(hexToBytes(pairingKey), id);
-      }
-    } else if (type === T.HELLO && !app.handshake) {
-      // No code of ours was spent by this app (or it was spent already): refuse.
-      this.sendTo(appSessionId, rejectFrame(REJECT_REASON.WRONG_CODE));
-      return;
-    }
-    const handshake = app.handshake;
-    if (!handshake) return;
-    let step;
-    try {
-      step = handshake.receive(bytes);
-    } catch (err) {
-      if (err instanceof HandshakeError) this.emit("error", err);
-      else throw err;
-      return;
-    }
-    if (step.send) this.sendTo(appSessionId, step.send);
-    if (step.error) {
-      // One guess: the code is burnt, this app refused, a new code shown.
-      app.refused = true;
-      app.handshake = null;
-      this.emit("rejected", appSessionId, step.error);
-      this.register().catch((err) => this.emit("error", err));
-      return;
-    }
-    if (step.session) {
-      app.session = step.session;
-      const keys = step.session.keys;
-      await this.store.set(
-        `runner:${bytesToHex(keys.pairingKeyId)}`,
-        JSON.stringify({ appSessionId, pairingKey: bytesToHex(keys.pairingKey) }),
-      );
-      this.emit("session", appSessionId, step.session);
-    }
+    if (!bytes) return; // not a record: an app that does not encrypt gets no answer here
+    this.handle(app, this.channel(app).receive(bytes));
   }
 
-  /** @param {string} appSessionId @param {Uint8Array} frame */
-  sendTo(appSessionId, frame) {
-    this.outbox.push({ data: frame, appSessionId });
+  /** @param {string} app @param {import("./session.js").Received} got */
+  handle(app, got) {
+    const channel = /** @type {RunnerChannel} */ (this.channels.get(app));
+    this.duplicates += got.duplicates;
+    if (got.confirmed && channel.keys) {
+      const keys = channel.keys;
+      this.store.set(`runner:${app}`, JSON.stringify({ keyId: bytesToHex(keys.pairingKeyId), key: bytesToHex(keys.pairingKey) }));
+      this.emit("session", app, channel.session);
+    }
+    if (got.burnt) {
+      // One guess: the code is spent and this app refused; a new code for the next try.
+      this.emit("rejected", app, "wrong code (key confirmation failed): refused; a new code follows");
+      this.register().catch((err) => this.emit("error", err));
+    } else if (got.rejected && got.error) {
+      this.emit("notice", `app ${app}: ${got.error}`);
+    }
+    if (got.integrity) this.emit("integrity", app, `${got.integrity} (altered in transit?): not used; session closed`);
+    if (got.lost) this.emit("lost", app, got.lost);
+    for (const [cols, rows] of got.resizes) this.emit("resize", app, cols, rows);
+    for (const data of got.data) this.emit("data", app, data);
+    for (const control of got.controls) this.emit("control", app, control);
   }
 
   /**
    * Sends terminal output to one app in a DATA record.
-   * @param {string} appSessionId @param {Uint8Array | string} data
+   * @param {string} app @param {Uint8Array | string} data
    */
-  send(appSessionId, data) {
-    const session = this.apps.get(appSessionId)?.session;
-    if (!session) throw new Error(`no E2E session with ${appSessionId}`);
-    const bytes = typeof data === "string" ? utf8ToBytes(data) : data;
-    this.sendTo(appSessionId, session.sealData(bytes).record);
+  send(app, data) {
+    const channel = this.channels.get(app);
+    if (!channel?.open) throw new Error(`no E2E session with ${app}`);
+    channel.sendData(typeof data === "string" ? utf8ToBytes(data) : data);
   }
 
-  /** @param {string} appSessionId @param {Record<string, unknown>} message */
-  control(appSessionId, message) {
-    const session = this.apps.get(appSessionId)?.session;
-    if (!session) throw new Error(`no E2E session with ${appSessionId}`);
-    this.sendTo(appSessionId, session.sealControl(message).record);
+  /** @param {string} app @param {Record<string, unknown>} message */
+  control(app, message) {
+    const channel = this.channels.get(app);
+    if (!channel?.open) throw new Error(`no E2E session with ${app}`);
+    channel.sendControl(message);
   }
 
   /** Resolves once every frame sent so far is acked by the gateway. */
@@ -654,17 +623,20 @@ export class RunnerClient extends Emitter {
   }
 
   close() {
-    this.closed = true;
     this.stopHeartbeat();
     this.outbox.close();
     this.socket.disconnect();
   }
 }
 
-/** @param {Uint8Array} bytes */
-function parseJson(bytes) {
+/**
+ * @param {string | null | undefined} text
+ * @returns {any}
+ */
+function readJson(text) {
+  if (!text) return null;
   try {
-    return JSON.parse(new TextDecoder().decode(bytes));
+    return JSON.parse(text);
   } catch {
     return null;
   }

@@ -8,9 +8,9 @@
  *   header = E2 01 TYPE || key_id (8) || counter (8, big-endian, from 1 per direction and key)
  *   record = header || nonce (24, random) || XChaCha20-Poly1305(key, nonce, aad=header, payload)
  *
- * The receiver drops a record whose counter is not above the last one it accepted for that key
- * (the gateway's hold replays after a reconnect, and senders resend what was not acked), and
- * never returns the payload of a record that fails authentication.
+ * The receiver drops a record whose counter it already has (the gateway's hold replays after a
+ * reconnect, and senders resend what was not acked), delivers in counter order, and never
+ * returns the payload of a record that fails authentication.
  * @module
  */
 import { xchacha20poly1305 } from "@noble/ciphers/chacha.js";
@@ -77,6 +77,15 @@ export function frame(type, body) {
   return concatBytes(Uint8Array.of(MAGIC, VERSION, type), body);
 }
 
+/** Bytes that are not a well-formed E2E frame of this version. */
+export class FrameError extends Error {
+  /** @param {string} message */
+  constructor(message) {
+    super(message);
+    this.name = "FrameError";
+  }
+}
+
 /** A record that failed authentication (tampered, truncated, or under another key). */
 export class RecordAuthError extends Error {
   /** @param {string} message */
@@ -93,7 +102,7 @@ export class RecordSealer {
   /**
    * @param {Uint8Array} key 32 bytes
    * @param {Uint8Array} keyId 8 bytes
-   * @param {bigint} [nextCounter] the counter of the next record (1 for a new key)
+   * @param {bigint} [nextCounter] the counter of the next record
    */
   constructor(key, keyId, nextCounter = 1n) {
     if (key.length !== 32 || keyId.length !== KEY_ID_LEN) throw new Error("bad record key");
@@ -118,45 +127,73 @@ export class RecordSealer {
   }
 }
 
+/** A well-formed record under another key id (an earlier session's, or one never held). */
+export class UnknownKeyError extends Error {
+  /** @param {Uint8Array} keyId */
+  constructor(keyId) {
+    super("a record under another key");
+    this.name = "UnknownKeyError";
+    this.keyId = keyId;
+  }
+}
+
+/** Early records held back, waiting for a missing one, before it is taken as lost. */
+export const MAX_PENDING = 1024;
+
 /**
- * @typedef {{status: "ok", type: number, counter: bigint, payload: Uint8Array}
- *   | {status: "duplicate", counter: bigint}
- *   | {status: "other-key", keyId: Uint8Array}} OpenResult
+ * @typedef {{type: number, counter: bigint, payload: Uint8Array}} OpenedRecord
+ * @typedef {{records: OpenedRecord[], lost: number, duplicate: boolean}} Opened
+ *   records ready for the application, in counter order; `lost` were skipped before them
  */
 
 /**
- * Opens records of one direction under one key, in counter order.
+ * Opens records of one direction under one key and delivers them in counter order.
+ *
+ * A counter already delivered or already held is a duplicate (the gateway's hold replayed
+ * it, or the sender resent one relayed before its connection died): dropped before any
+ * decryption. A record that comes early (one before it was refused and is being resent) is
+ * held until the missing ones arrive, or until the gateway says they are lost (`skipGap`),
+ * or until MAX_PENDING are held.
  */
 export class RecordOpener {
   /**
    * @param {Uint8Array} key 32 bytes
    * @param {Uint8Array} keyId 8 bytes
-   * @param {bigint} [lastCounter] the counter of the last record accepted (0 for a new key)
+   * @param {number} [maxPending]
    */
-  constructor(key, keyId, lastCounter = 0n) {
+  constructor(key, keyId, maxPending = MAX_PENDING) {
     if (key.length !== 32 || keyId.length !== KEY_ID_LEN) throw new Error("bad record key");
     this.key = key;
     this.keyId = keyId;
-    this.lastCounter = lastCounter;
+    this.maxPending = maxPending;
+    /** The counter of the last record delivered. */
+    this.last = 0n;
+    /** @type {Map<bigint, OpenedRecord>} */
+    this.pending = new Map();
+    this.acceptJump = false;
   }
 
   /**
-   * Authenticates and decrypts a record. A counter not above the last accepted one is a
-   * duplicate (dropped, not an error); a record under another key id is reported as such
-   * (an old session's record replayed after a re-key); anything that does not authenticate
-   * throws RecordAuthError and changes nothing.
    * @param {Uint8Array} record
-   * @returns {OpenResult}
+   * @returns {Opened}
+   * @throws {RecordAuthError} altered or forged: never delivered, nothing changed
+   * @throws {FrameError} not a well-formed record
+   * @throws {UnknownKeyError} under another key id
    */
   open(record) {
-    if (record.length < HEADER_LEN + NONCE_LEN + TAG_LEN || !isFrame(record)) {
-      throw new RecordAuthError("record too short or not an E2E record");
+    if (!isFrame(record) || !isRecordType(record[2]) || record.length < HEADER_LEN + NONCE_LEN + TAG_LEN) {
+      throw new FrameError("malformed record");
     }
     const type = record[2];
-    if (!isRecordType(type)) throw new RecordAuthError(`not a record type: ${type}`);
     const keyId = record.subarray(3, 3 + KEY_ID_LEN);
-    if (!constantTimeEqual(keyId, this.keyId)) return { status: "other-key", keyId: keyId.slice() };
+    if (!constantTimeEqual(keyId, this.keyId)) throw new UnknownKeyError(keyId.slice());
     const counter = readU64be(record.subarray(3 + KEY_ID_LEN, HEADER_LEN));
+    /** @type {Opened} */
+    const out = { records: [], lost: 0, duplicate: false };
+    if (counter <= this.last || this.pending.has(counter)) {
+      out.duplicate = true;
+      return out;
+    }
     const header = record.subarray(0, HEADER_LEN);
     const nonce = record.subarray(HEADER_LEN, HEADER_LEN + NONCE_LEN);
     let payload;
@@ -165,8 +202,49 @@ export class RecordOpener {
     } catch {
       throw new RecordAuthError(`record ${counter} failed authentication`);
     }
-    if (counter <= this.lastCounter) return { status: "duplicate", counter };
-    this.lastCounter = counter;
-    return { status: "ok", type, counter, payload };
+    this.pending.set(counter, { type, counter, payload });
+    if (this.acceptJump || this.pending.size > this.maxPending) {
+      this.acceptJump = false;
+      out.lost += this.skip();
+    }
+    this.drain(out);
+    return out;
+  }
+
+  /**
+   * The gateway said messages were lost for good (terminal:gap): stop waiting for the
+   * missing ones (or, with none held, accept the next jump).
+   * @returns {Opened}
+   */
+  skipGap() {
+    /** @type {Opened} */
+    const out = { records: [], lost: 0, duplicate: false };
+    if (this.pending.size) {
+      out.lost += this.skip();
+      this.drain(out);
+    } else {
+      this.acceptJump = true;
+    }
+    return out;
+  }
+
+  /** @private */
+  skip() {
+    let first = -1n;
+    for (const c of this.pending.keys()) if (first < 0n || c < first) first = c;
+    const lost = first - this.last - 1n;
+    this.last = first - 1n;
+    return Number(lost > 0n ? lost : 0n);
+  }
+
+  /** @private @param {Opened} out */
+  drain(out) {
+    for (;;) {
+      const next = this.pending.get(this.last + 1n);
+      if (!next) return;
+      this.pending.delete(this.last + 1n);
+      this.last += 1n;
+      out.records.push(next);
+    }
   }
 }

@@ -1,95 +1,287 @@
 /**
- * The E2E handshake (CPace over the relay, then key confirmation) and the session it yields.
+ * The E2E handshake (CPace over the relay, then key confirmation), the key schedule, and one
+ * app-runner channel as a state machine without I/O: frames in, frames out (through a `send`
+ * callback), and what the application should do (a `Received`).
  *
  *   app (CPace initiator "a")                          runner (responder "b")
  *   HELLO        nonce_a (16)                   ->
  *                                               <-   RESPONSE  nonce_b (16) || Yb (32)
- *   FINISH       Ya (32) || Ta (64)             ->
- *                                               <-   CONFIRM   Tb (64)   (or REJECT: wrong code)
+ *   FINISH       Ya (32) || Ta (64)             ->   (checks Ta: one guess; wrong -> REJECT)
+ *                                               <-   CONFIRM   Tb (64)
+ *   (app checks Tb)
  *
- * sid = nonce_a || nonce_b; PRS = the code's secret (upper-case ASCII); CI binds the protocol
- * label and the nameplate. Keys come from HKDF-SHA512 over ISK. A re-key after a process
- * restart runs the same exchange with PRS = the stored pairing key (REKEY_HELLO carries
- * nonce_a || pairing key id).
+ * sid = nonce_a || nonce_b. PRS is the code's secret (upper-case ASCII), or for a re-key the
+ * stored pairing key (REKEY_HELLO = nonce_a || pairing_key_id). CI binds the run to this
+ * protocol, the mode, the nameplate (or pairing key id) and both parties, initiator first:
+ * CI = lv_cat("pairing-gateway e2e v1", mode, label, appSessionId, runnerId). ADa = ADb = "".
+ * Keys: HKDF-SHA512(salt = sid, ikm = ISK), one info label per key.
  *
- * These classes are transport-free: they take frames in and return frames to send, so the
- * socket.io client (client.js), a browser page and the tests drive the same code.
+ * The same protocol as the Python client (pairing_client.e2e); both pass the vectors in
+ * tests/support/vectors/e2e-v1.json byte for byte.
  * @module
  */
 import { hkdf } from "@noble/hashes/hkdf.js";
 import { sha512 } from "@noble/hashes/sha2.js";
 import { concatBytes, constantTimeEqual, lvCat, randomBytes, utf8ToBytes } from "./bytes.js";
 import { CPaceError, CPaceParty, confirmationTag, iskIr } from "./cpace.js";
-import { KEY_ID_LEN, PAIRING_KEY_ID_LEN, REJECT_REASON, RecordOpener, RecordSealer, T, frame, isFrame } from "./records.js";
+import {
+  FrameError,
+  KEY_ID_LEN,
+  PAIRING_KEY_ID_LEN,
+  REJECT_REASON,
+  RecordAuthError,
+  RecordOpener,
+  RecordSealer,
+  T,
+  UnknownKeyError,
+  frame,
+  isFrame,
+  isRecordType,
+} from "./records.js";
 
-export const LABEL = "pairing-gateway/e2e/v1";
+export const LABEL = "pairing-gateway e2e v1";
 export const HELLO_NONCE_LEN = 16;
 const POINT_LEN = 32;
 const TAG_LEN = 64;
-/** ADa and ADb: the roles are fixed by the message flow (initiator-responder transcript). */
-const AD_APP = new Uint8Array(0);
-const AD_RUNNER = new Uint8Array(0);
+const AD_A = new Uint8Array(0);
+const AD_B = new Uint8Array(0);
 
-/** Why a handshake ended without a session. */
+/** @type {Record<number, string>} */
+export const REJECT_NAMES = Object.fromEntries(Object.entries(REJECT_REASON).map(([k, v]) => [v, k]));
+
+/** The handshake failed; `reason` is what the REJECT frame carries (REJECT_REASON). */
 export class HandshakeError extends Error {
   /**
-   * @param {"WRONG_CODE" | "INVALID_SHARE" | "PROTOCOL" | "UNKNOWN_KEY"} code
+   * @param {number} reason
    * @param {string} message
    */
-  constructor(code, message) {
+  constructor(reason, message) {
     super(message);
     this.name = "HandshakeError";
-    this.code = code;
+    this.reason = reason;
+    /** The reason's name: WRONG_CODE, UNKNOWN_KEY, INTEGRITY or NO_SESSION. */
+    this.code = REJECT_NAMES[reason] ?? "WRONG_CODE";
   }
 }
 
 /**
- * CI for a first pairing: lv(label) || lv(NAMEPLATE).
- * @param {string} nameplate
+ * CI = lv_cat(LABEL, mode, label, appSessionId, runnerId).
+ * @param {"code" | "rekey"} mode
+ * @param {Uint8Array} label the upper-cased nameplate, or the pairing key id
+ * @param {string} appSessionId
+ * @param {string} runnerId
  */
-export function pairingContext(nameplate) {
-  return lvCat(utf8ToBytes(LABEL), utf8ToBytes(nameplate.toUpperCase()));
-}
-
-/**
- * CI for a re-key: lv(label) || lv("rekey") || lv(pairing key id).
- * @param {Uint8Array} pairingKeyId
- */
-export function rekeyContext(pairingKeyId) {
-  return lvCat(utf8ToBytes(LABEL), utf8ToBytes("rekey"), pairingKeyId);
+export function channelId(mode, label, appSessionId, runnerId) {
+  return lvCat(utf8ToBytes(LABEL), utf8ToBytes(mode), label, utf8ToBytes(appSessionId), utf8ToBytes(runnerId));
 }
 
 /**
  * @typedef {object} SessionKeys
+ * @property {Uint8Array} keyId 8 bytes, in every record header
  * @property {Uint8Array} appToRunner 32 bytes
  * @property {Uint8Array} runnerToApp 32 bytes
- * @property {Uint8Array} keyId 8 bytes, in every record header
  * @property {Uint8Array} pairingKey 32 bytes, stored by both sides to re-key later
  * @property {Uint8Array} pairingKeyId 16 bytes, names the pairing key in REKEY_HELLO
  */
 
 /**
- * Keys from ISK: HKDF-SHA512(ikm=ISK, salt=sid, info=label || " " || purpose).
- * A re-key keeps the stored pairing key (and its id) instead of deriving a new one.
+ * HKDF-SHA512(salt = sid, ikm = ISK), expanded under LABEL || " " || name per key. A re-key
+ * derives a new pairing key too: both sides replace the stored one.
  * @param {Uint8Array} isk
  * @param {Uint8Array} sid
- * @param {{pairingKey: Uint8Array, pairingKeyId: Uint8Array}} [keep]
  * @returns {SessionKeys}
  */
-export function deriveKeys(isk, sid, keep) {
-  /** @param {string} purpose @param {number} length */
-  const derive = (purpose, length) => hkdf(sha512, isk, sid, utf8ToBytes(`${LABEL} ${purpose}`), length);
+export function deriveKeys(isk, sid) {
+  /** @param {string} name @param {number} length */
+  const key = (name, length) => hkdf(sha512, isk, sid, utf8ToBytes(`${LABEL} ${name}`), length);
   return {
-    appToRunner: derive("app->runner", 32),
-    runnerToApp: derive("runner->app", 32),
-    keyId: derive("key id", KEY_ID_LEN),
-    pairingKey: keep ? keep.pairingKey : derive("pairing key", 32),
-    pairingKeyId: keep ? keep.pairingKeyId : derive("pairing key id", PAIRING_KEY_ID_LEN),
+    keyId: key("key id", KEY_ID_LEN),
+    appToRunner: key("app->runner", 32),
+    runnerToApp: key("runner->app", 32),
+    pairingKey: key("pairing key", 32),
+    pairingKeyId: key("pairing key id", PAIRING_KEY_ID_LEN),
   };
 }
 
+/** @param {number} reason REJECT_REASON */
+export function rejectFrame(reason) {
+  return frame(T.REJECT, Uint8Array.of(reason));
+}
+
 /**
- * An established E2E session: seals what this side sends, opens what it receives.
+ * The reason a REJECT carries (an unknown byte reads as WRONG_CODE).
+ * @param {Uint8Array} bytes
+ */
+export function rejectReason(bytes) {
+  const reason = handshakeBody(bytes, T.REJECT)[0];
+  return REJECT_NAMES[reason] ? reason : REJECT_REASON.WRONG_CODE;
+}
+
+/** Body length of each handshake frame (after the 3-byte prefix). */
+const HANDSHAKE_LENGTHS = {
+  [T.HELLO]: HELLO_NONCE_LEN,
+  [T.RESPONSE]: HELLO_NONCE_LEN + POINT_LEN,
+  [T.FINISH]: POINT_LEN + TAG_LEN,
+  [T.CONFIRM]: TAG_LEN,
+  [T.REJECT]: 1,
+  [T.REKEY_HELLO]: HELLO_NONCE_LEN + PAIRING_KEY_ID_LEN,
+};
+
+/**
+ * @param {Uint8Array} bytes
+ * @param {number} type
+ */
+function handshakeBody(bytes, type) {
+  const length = /** @type {Record<number, number>} */ (HANDSHAKE_LENGTHS)[type];
+  if (!isFrame(bytes) || bytes[2] !== type || bytes.length !== 3 + length) {
+    throw new FrameError(`malformed handshake frame of type ${type}`);
+  }
+  return bytes.slice(3);
+}
+
+/**
+ * @typedef {{appSessionId: string, runnerId: string, nameplate?: string, secret?: string,
+ *   pairingKey?: Uint8Array, pairingKeyId?: Uint8Array}} HandshakeInputs
+ * @typedef {{nonce?: Uint8Array, scalar?: Uint8Array}} Fixed  only for test vectors
+ */
+
+/** The app's side: hello(), then onResponse() -> FINISH, then onConfirm() -> keys. */
+export class AppHandshake {
+  /**
+   * @param {HandshakeInputs} inputs a code (nameplate and secret) or a pairing key and its id
+   * @param {Fixed} [fixed]
+   */
+  constructor(inputs, fixed = {}) {
+    const { appSessionId, runnerId } = inputs;
+    if (inputs.secret !== undefined && inputs.nameplate !== undefined) {
+      this.prs = utf8ToBytes(inputs.secret.toUpperCase());
+      this.ci = channelId("code", utf8ToBytes(inputs.nameplate.toUpperCase()), appSessionId, runnerId);
+      /** @type {Uint8Array | null} */
+      this.rekeyId = null;
+    } else if (inputs.pairingKey && inputs.pairingKeyId) {
+      this.prs = inputs.pairingKey;
+      this.ci = channelId("rekey", inputs.pairingKeyId, appSessionId, runnerId);
+      this.rekeyId = inputs.pairingKeyId;
+    } else {
+      throw new Error("a code (secret and nameplate) or a pairing key and its id");
+    }
+    this.nonceA = fixed.nonce ?? randomBytes(HELLO_NONCE_LEN);
+    this.scalar = fixed.scalar;
+    /** @type {Uint8Array | null} */
+    this.finish = null;
+    /** @type {SessionKeys | null} */
+    this.keys = null;
+    /** @type {Uint8Array | null} */
+    this.tagB = null;
+  }
+
+  hello() {
+    return this.rekeyId
+      ? frame(T.REKEY_HELLO, concatBytes(this.nonceA, this.rekeyId))
+      : frame(T.HELLO, this.nonceA);
+  }
+
+  /**
+   * FINISH for the runner's RESPONSE (the same FINISH again for a repeated one).
+   * @param {Uint8Array} bytes
+   */
+  onResponse(bytes) {
+    const b = handshakeBody(bytes, T.RESPONSE);
+    if (this.finish) return this.finish;
+    const nonceB = b.subarray(0, HELLO_NONCE_LEN);
+    const Yb = b.slice(HELLO_NONCE_LEN);
+    const sid = concatBytes(this.nonceA, nonceB);
+    const party = new CPaceParty({ prs: this.prs, ci: this.ci, sid, ad: AD_A, scalar: this.scalar });
+    let isk;
+    try {
+      isk = iskIr(sid, party.sharedPoint(Yb), party.Y, AD_A, Yb, AD_B);
+    } catch (err) {
+      if (err instanceof CPaceError) throw new HandshakeError(REJECT_REASON.WRONG_CODE, err.message);
+      throw err;
+    }
+    this.keys = deriveKeys(isk, sid);
+    this.tagB = confirmationTag(sid, isk, Yb, AD_B);
+    this.finish = frame(T.FINISH, concatBytes(party.Y, confirmationTag(sid, isk, party.Y, AD_A)));
+    return this.finish;
+  }
+
+  /**
+   * The session keys once the runner's tag checks.
+   * @param {Uint8Array} bytes
+   * @returns {SessionKeys}
+   */
+  onConfirm(bytes) {
+    const tag = handshakeBody(bytes, T.CONFIRM);
+    if (!this.keys || !this.tagB) throw new HandshakeError(REJECT_REASON.WRONG_CODE, "CONFIRM before RESPONSE");
+    if (!constantTimeEqual(tag, this.tagB)) {
+      throw new HandshakeError(REJECT_REASON.WRONG_CODE, "the runner's key confirmation failed");
+    }
+    return this.keys;
+  }
+}
+
+/**
+ * The runner's side for one app: built from the HELLO (its `response` is the RESPONSE),
+ * then onFinish() -> {confirm, keys}. A FINISH whose tag is wrong throws HandshakeError
+ * WRONG_CODE: the caller burns the code.
+ */
+export class RunnerHandshake {
+  /**
+   * @param {Uint8Array} hello HELLO or REKEY_HELLO
+   * @param {{appSessionId: string, runnerId: string, nameplate?: string, secret?: string, pairingKey?: Uint8Array | null}} inputs
+   * @param {Fixed} [fixed]
+   */
+  constructor(hello, inputs, fixed = {}) {
+    const { appSessionId, runnerId } = inputs;
+    if (hello[2] === T.REKEY_HELLO) {
+      const b = handshakeBody(hello, T.REKEY_HELLO);
+      this.nonceA = b.slice(0, HELLO_NONCE_LEN);
+      const keyId = b.slice(HELLO_NONCE_LEN);
+      if (!inputs.pairingKey) throw new HandshakeError(REJECT_REASON.UNKNOWN_KEY, "no pairing key for this app");
+      this.prs = inputs.pairingKey;
+      this.ci = channelId("rekey", keyId, appSessionId, runnerId);
+    } else {
+      this.nonceA = handshakeBody(hello, T.HELLO);
+      if (inputs.secret === undefined || inputs.nameplate === undefined) {
+        throw new HandshakeError(REJECT_REASON.WRONG_CODE, "no unspent code");
+      }
+      this.prs = utf8ToBytes(inputs.secret.toUpperCase());
+      this.ci = channelId("code", utf8ToBytes(inputs.nameplate.toUpperCase()), appSessionId, runnerId);
+    }
+    this.hello = hello.slice();
+    this.nonceB = fixed.nonce ?? randomBytes(HELLO_NONCE_LEN);
+    this.sid = concatBytes(this.nonceA, this.nonceB);
+    this.party = new CPaceParty({ prs: this.prs, ci: this.ci, sid: this.sid, ad: AD_B, scalar: fixed.scalar });
+    this.response = frame(T.RESPONSE, concatBytes(this.nonceB, this.party.Y));
+  }
+
+  /**
+   * @param {Uint8Array} bytes FINISH
+   * @returns {{confirm: Uint8Array, keys: SessionKeys}}
+   */
+  onFinish(bytes) {
+    const b = handshakeBody(bytes, T.FINISH);
+    const Ya = b.slice(0, POINT_LEN);
+    const Ta = b.subarray(POINT_LEN);
+    let isk;
+    try {
+      isk = iskIr(this.sid, this.party.sharedPoint(Ya), Ya, AD_A, this.party.Y, AD_B);
+    } catch (err) {
+      if (err instanceof CPaceError) throw new HandshakeError(REJECT_REASON.WRONG_CODE, err.message);
+      throw err;
+    }
+    if (!constantTimeEqual(Ta, confirmationTag(this.sid, isk, Ya, AD_A))) {
+      throw new HandshakeError(REJECT_REASON.WRONG_CODE, "the app's key confirmation failed");
+    }
+    return {
+      confirm: frame(T.CONFIRM, confirmationTag(this.sid, isk, this.party.Y, AD_B)),
+      keys: deriveKeys(isk, this.sid),
+    };
+  }
+}
+
+/**
+ * The record layer of an open session, in one role.
  */
 export class E2ESession {
   /**
@@ -103,261 +295,346 @@ export class E2ESession {
     this.sealer = new RecordSealer(out, keys.keyId);
     this.opener = new RecordOpener(inn, keys.keyId);
   }
+}
 
-  /** @param {Uint8Array} bytes terminal bytes */
-  sealData(bytes) {
-    return this.sealer.seal(T.DATA, bytes);
+/**
+ * What one incoming frame (or a gap) means for the application.
+ * @typedef {object} Received
+ * @property {Uint8Array[]} data terminal bytes, in order
+ * @property {[number, number][]} resizes (runner) window sizes [cols, rows]
+ * @property {Record<string, unknown>[]} controls
+ * @property {number} lost records skipped for good before these
+ * @property {number} duplicates records dropped as already had
+ * @property {boolean} confirmed the handshake finished on this frame
+ * @property {boolean} burnt (runner) a wrong secret spent the code: register again for a new one
+ * @property {string | null} rejected the REJECT reason's name, received (app) or sent (runner)
+ * @property {string | null} integrity a record failed authentication: never delivered
+ * @property {string | null} error anything else that was dropped
+ */
+
+/** @returns {Received} */
+function received() {
+  return {
+    data: [],
+    resizes: [],
+    controls: [],
+    lost: 0,
+    duplicates: 0,
+    confirmed: false,
+    burnt: false,
+    rejected: null,
+    integrity: null,
+    error: null,
+  };
+}
+
+/** @param {Uint8Array} bytes */
+function parseJson(bytes) {
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * @param {import("./records.js").Opened} opened
+ * @param {Received} out
+ */
+function deliver(opened, out) {
+  out.lost += opened.lost;
+  if (opened.duplicate) out.duplicates++;
+  for (const { type, payload } of opened.records) {
+    if (type === T.DATA) out.data.push(payload);
+    else if (type === T.RESIZE) {
+      const size = parseJson(payload);
+      if (size && Number.isInteger(size.cols) && Number.isInteger(size.rows)) out.resizes.push([size.cols, size.rows]);
+    } else {
+      const control = parseJson(payload);
+      if (control && typeof control === "object" && !Array.isArray(control)) out.controls.push(control);
+    }
+  }
+}
+
+/** @typedef {(frame: Uint8Array) => void} Send */
+
+class Channel {
+  /**
+   * @param {Send} send
+   * @param {"app" | "runner"} role
+   */
+  constructor(send, role) {
+    this.send = send;
+    this.role = role;
+    /** @type {E2ESession | null} */
+    this.session = null;
+    /** @type {[number, Uint8Array][]} records asked for before the handshake finished */
+    this.waiting = [];
+  }
+
+  get open() {
+    return this.session !== null;
+  }
+
+  get keys() {
+    return this.session?.keys ?? null;
+  }
+
+  /**
+   * Sends a record now, or once the handshake is done.
+   * @param {number} type @param {Uint8Array} payload
+   */
+  seal(type, payload) {
+    if (!this.session) this.waiting.push([type, payload]);
+    else this.send(this.session.sealer.seal(type, payload).record);
+  }
+
+  /** @param {Uint8Array} data */
+  sendData(data) {
+    this.seal(T.DATA, data);
+  }
+
+  /** @param {Record<string, unknown>} control */
+  sendControl(control) {
+    this.seal(T.CONTROL, utf8ToBytes(JSON.stringify(control)));
+  }
+
+  /** The gateway announced messages lost for good (terminal:gap). */
+  gap() {
+    const out = received();
+    if (this.session) deliver(this.session.opener.skipGap(), out);
+    return out;
+  }
+
+  /** @param {SessionKeys} keys */
+  opened(keys) {
+    this.session = new E2ESession(this.role, keys);
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const [type, payload] of waiting) this.seal(type, payload);
+  }
+}
+
+/** The app's end: start a handshake, then records both ways. */
+export class AppChannel extends Channel {
+  /**
+   * @param {Send} send
+   * @param {{appSessionId: string, runnerId: string}} ids
+   */
+  constructor(send, { appSessionId, runnerId }) {
+    super(send, "app");
+    this.appSessionId = appSessionId;
+    this.runnerId = runnerId;
+    /** @type {AppHandshake | null} */
+    this.handshake = null;
+    /** @type {string | null} */
+    this.failed = null;
+  }
+
+  /** @param {{nameplate: string, secret: string}} code @param {Fixed} [fixed] */
+  start({ nameplate, secret }, fixed) {
+    this.handshake = new AppHandshake({ appSessionId: this.appSessionId, runnerId: this.runnerId, nameplate, secret }, fixed);
+    this.failed = null;
+    this.send(this.handshake.hello());
+  }
+
+  /** @param {{pairingKey: Uint8Array, pairingKeyId: Uint8Array}} stored @param {Fixed} [fixed] */
+  startRekey({ pairingKey, pairingKeyId }, fixed) {
+    this.handshake = new AppHandshake(
+      { appSessionId: this.appSessionId, runnerId: this.runnerId, pairingKey, pairingKeyId },
+      fixed,
+    );
+    this.failed = null;
+    this.session = null;
+    this.send(this.handshake.hello());
   }
 
   /** @param {number} cols @param {number} rows */
-  sealResize(cols, rows) {
-    return this.sealer.seal(T.RESIZE, utf8ToBytes(JSON.stringify({ cols, rows })));
-  }
-
-  /** @param {Record<string, unknown>} message */
-  sealControl(message) {
-    return this.sealer.seal(T.CONTROL, utf8ToBytes(JSON.stringify(message)));
+  sendResize(cols, rows) {
+    this.seal(T.RESIZE, utf8ToBytes(JSON.stringify({ cols, rows })));
   }
 
   /**
-   * @param {Uint8Array} record
-   * @returns {import("./records.js").OpenResult}
-   * @throws {import("./records.js").RecordAuthError}
+   * @param {Uint8Array} bytes a frame from the runner
+   * @returns {Received}
    */
-  open(record) {
-    return this.opener.open(record);
-  }
-}
-
-/**
- * @typedef {object} Step
- * @property {Uint8Array} [send] a frame to send to the peer
- * @property {E2ESession} [session] set once the handshake is complete on this side
- * @property {HandshakeError} [error] the runner's handshake failed (`send` is then REJECT)
- */
-
-/**
- * REJECT with its one-byte reason (REJECT_REASON).
- * @param {number} reason
- */
-export function rejectFrame(reason) {
-  return frame(T.REJECT, Uint8Array.of(reason));
-}
-
-/**
- * @param {Uint8Array} bytes
- * @param {number} type
- * @param {number} length
- */
-function body(bytes, type, length) {
-  if (!isFrame(bytes) || bytes[2] !== type || bytes.length !== 3 + length) {
-    throw new HandshakeError("PROTOCOL", `malformed handshake frame (type ${bytes[2]})`);
-  }
-  return bytes.subarray(3);
-}
-
-/** The app's side: HELLO, then FINISH on RESPONSE, then a session on CONFIRM. */
-export class AppHandshake {
-  /**
-   * @param {{prs: Uint8Array, ci: Uint8Array, rekey?: {pairingKey: Uint8Array, pairingKeyId: Uint8Array}}} inputs
-   * @param {Uint8Array} [nonceA] only for test vectors
-   */
-  constructor({ prs, ci, rekey }, nonceA) {
-    this.prs = prs;
-    this.ci = ci;
-    this.rekey = rekey;
-    this.nonceA = nonceA ?? randomBytes(HELLO_NONCE_LEN);
-    /** @type {"hello" | "finish" | "done" | "failed"} */
-    this.state = "hello";
-    /** @type {Uint8Array | null} */
-    this.sentFinish = null;
-    /** @type {E2ESession | null} */
-    this.session = null;
-    /** @type {{Yb: Uint8Array, sid: Uint8Array, isk: Uint8Array, keys: SessionKeys} | null} */
-    this.pending = null;
-  }
-
-  /**
-   * A first pairing with the code's halves.
-   * @param {string} nameplate @param {string} secret
-   */
-  static forCode(nameplate, secret) {
-    return new AppHandshake({ prs: utf8ToBytes(secret.toUpperCase()), ci: pairingContext(nameplate) });
-  }
-
-  /**
-   * A re-key with a stored pairing key.
-   * @param {Uint8Array} pairingKey @param {Uint8Array} pairingKeyId
-   */
-  static forRekey(pairingKey, pairingKeyId) {
-    return new AppHandshake({ prs: pairingKey, ci: rekeyContext(pairingKeyId), rekey: { pairingKey, pairingKeyId } });
-  }
-
-  /** The first frame: HELLO, or REKEY_HELLO with the pairing key id. */
-  hello() {
-    return this.rekey
-      ? frame(T.REKEY_HELLO, concatBytes(this.nonceA, this.rekey.pairingKeyId))
-      : frame(T.HELLO, this.nonceA);
-  }
-
-  /**
-   * @param {Uint8Array} bytes a handshake frame from the runner
-   * @param {Uint8Array} [scalar] only for test vectors
-   * @returns {Step}
-   */
-  receive(bytes, scalar) {
-    const type = bytes[2];
-    if (type === T.REJECT) {
-      if (this.state === "done") return {}; // a stale frame of an earlier attempt
-      this.state = "failed";
-      const reason = bytes.length === 4 ? bytes[3] : REJECT_REASON.WRONG_CODE;
-      if (reason === REJECT_REASON.UNKNOWN_KEY || reason === REJECT_REASON.NO_SESSION) {
-        throw new HandshakeError("UNKNOWN_KEY", "the runner does not hold this pairing key: pair again with a new code");
+  receive(bytes) {
+    const out = received();
+    try {
+      if (!isFrame(bytes)) throw new FrameError("not an E2E frame of version 1");
+      const type = bytes[2];
+      if (isRecordType(type)) {
+        if (!this.session) out.error = "a record before the handshake finished";
+        else deliver(this.session.opener.open(bytes), out);
+      } else if (type === T.RESPONSE && this.handshake && !this.session) {
+        this.send(this.handshake.onResponse(bytes));
+      } else if (type === T.CONFIRM && this.handshake && !this.session) {
+        this.opened(this.handshake.onConfirm(bytes));
+        out.confirmed = true;
+      } else if (type === T.REJECT) {
+        const reason = rejectReason(bytes);
+        out.rejected = this.failed = REJECT_NAMES[reason];
+        if (reason !== REJECT_REASON.NO_SESSION) this.session = null;
       }
-      throw new HandshakeError("WRONG_CODE", "the runner refused the key confirmation: the code was wrong");
+    } catch (err) {
+      if (err instanceof HandshakeError) {
+        out.rejected = this.failed = err.code;
+        out.error = err.message;
+      } else if (err instanceof RecordAuthError) out.integrity = err.message;
+      else if (err instanceof UnknownKeyError) out.error = "a record under a key of an earlier session (dropped)";
+      else if (err instanceof FrameError) out.error = err.message;
+      else throw err;
     }
-    if (type === T.RESPONSE) {
-      if (this.state !== "hello") return {}; // a duplicate (resend or replay)
-      const b = body(bytes, T.RESPONSE, HELLO_NONCE_LEN + POINT_LEN);
-      const nonceB = b.subarray(0, HELLO_NONCE_LEN);
-      const Yb = b.slice(HELLO_NONCE_LEN);
-      const sid = concatBytes(this.nonceA, nonceB);
-      const party = new CPaceParty({ prs: this.prs, ci: this.ci, sid, ad: AD_APP, scalar });
-      let isk;
-      try {
-        isk = iskIr(sid, party.sharedPoint(Yb), party.Y, AD_APP, Yb, AD_RUNNER);
-      } catch (err) {
-        this.state = "failed";
-        if (err instanceof CPaceError) throw new HandshakeError("INVALID_SHARE", err.message);
-        throw err;
-      }
-      const Ta = confirmationTag(sid, isk, party.Y, AD_APP);
-      this.pending = { Yb, sid, isk, keys: deriveKeys(isk, sid, this.rekey) };
-      this.state = "finish";
-      this.sentFinish = frame(T.FINISH, concatBytes(party.Y, Ta));
-      return { send: this.sentFinish };
-    }
-    if (type === T.CONFIRM) {
-      if (this.state !== "finish" || !this.pending) return {};
-      const Tb = body(bytes, T.CONFIRM, TAG_LEN);
-      const { Yb, sid, isk, keys } = this.pending;
-      const expected = confirmationTag(sid, isk, Yb, AD_RUNNER);
-      if (!constantTimeEqual(Tb, expected)) {
-        this.state = "failed";
-        throw new HandshakeError("WRONG_CODE", "the runner's key confirmation failed: the code was wrong");
-      }
-      this.state = "done";
-      this.session = new E2ESession("app", keys);
-      this.pending = null;
-      return { session: this.session };
-    }
-    throw new HandshakeError("PROTOCOL", `unexpected handshake frame type ${type}`);
+    return out;
   }
 }
 
-/**
- * The runner's side for one app: RESPONSE on HELLO, then CONFIRM (a session) or REJECT on
- * FINISH. A failed confirmation burns the code: this handshake accepts nothing more.
- */
-export class RunnerHandshake {
-  /**
-   * @param {{prs: Uint8Array, ci: Uint8Array, rekey?: {pairingKey: Uint8Array, pairingKeyId: Uint8Array}}} inputs
-   */
-  constructor({ prs, ci, rekey }) {
-    this.prs = prs;
-    this.ci = ci;
-    this.rekey = rekey;
-    /** @type {"hello" | "finish" | "done" | "failed"} */
-    this.state = "hello";
-    /** @type {{nonceA: Uint8Array, sid: Uint8Array, party: CPaceParty} | null} */
-    this.pending = null;
-    /** @type {Uint8Array | null} */
-    this.finish = null;
-    /** @type {E2ESession | null} */
-    this.session = null;
+/** The runner's current code: its secret is good for one key confirmation, in total. */
+export class CodeBook {
+  constructor() {
+    /** @type {string | null} */
+    this.nameplate = null;
+    /** @type {string | null} */
+    this.secret = null;
+    this.generation = 0;
   }
 
   /** @param {string} nameplate @param {string} secret */
-  static forCode(nameplate, secret) {
-    return new RunnerHandshake({ prs: utf8ToBytes(secret.toUpperCase()), ci: pairingContext(nameplate) });
-  }
-
-  /** @param {Uint8Array} pairingKey @param {Uint8Array} pairingKeyId */
-  static forRekey(pairingKey, pairingKeyId) {
-    return new RunnerHandshake({ prs: pairingKey, ci: rekeyContext(pairingKeyId), rekey: { pairingKey, pairingKeyId } });
+  issue(nameplate, secret) {
+    this.nameplate = nameplate;
+    this.secret = secret;
+    this.generation++;
   }
 
   /**
-   * The pairing key id a REKEY_HELLO names, or null for another frame.
-   * @param {Uint8Array} bytes
+   * Takes the secret for one attempt; false if it is spent or was replaced.
+   * @param {number} generation
    */
-  static rekeyId(bytes) {
-    if (!isFrame(bytes) || bytes[2] !== T.REKEY_HELLO || bytes.length !== 3 + HELLO_NONCE_LEN + PAIRING_KEY_ID_LEN) return null;
-    return bytes.slice(3 + HELLO_NONCE_LEN);
+  spend(generation) {
+    if (generation !== this.generation || this.secret === null) return false;
+    this.secret = null;
+    return true;
   }
+}
 
-  /** @param {HandshakeError} error @returns {Step} */
-  fail(error) {
-    this.state = "failed";
-    this.pending = null;
-    return { send: rejectFrame(REJECT_REASON.WRONG_CODE), error };
+/** The runner's end for one app. */
+export class RunnerChannel extends Channel {
+  /**
+   * @param {Send} send
+   * @param {{appSessionId: string, runnerId: string, codes: CodeBook,
+   *   pairingKey: (id: Uint8Array) => Uint8Array | null}} options
+   */
+  constructor(send, { appSessionId, runnerId, codes, pairingKey }) {
+    super(send, "runner");
+    this.appSessionId = appSessionId;
+    this.runnerId = runnerId;
+    this.codes = codes;
+    this.pairingKey = pairingKey;
+    /** @type {RunnerHandshake | null} */
+    this.handshake = null;
+    this.generation = 0;
+    /** This app spent a code with a wrong secret: nothing more from it is answered. */
+    this.refused = false;
+    this.toldNoSession = false;
+    /** @type {Uint8Array | null} */
+    this.finished = null;
+    /** @type {Fixed | undefined} only for test vectors */
+    this.fixed = undefined;
   }
 
   /**
-   * @param {Uint8Array} bytes a handshake frame from the app
-   * @param {{scalar?: Uint8Array, nonceB?: Uint8Array}} [fixed] only for test vectors
-   * @returns {Step}
+   * @param {Uint8Array} bytes a frame from the app
+   * @returns {Received}
    */
-  receive(bytes, fixed = {}) {
-    const type = bytes[2];
-    if (this.state === "failed") return {};
-    if (type === T.HELLO || type === T.REKEY_HELLO) {
-      if ((type === T.REKEY_HELLO) !== Boolean(this.rekey)) {
-        throw new HandshakeError("PROTOCOL", "HELLO of the wrong kind for this handshake");
-      }
-      const b = this.rekey
-        ? body(bytes, T.REKEY_HELLO, HELLO_NONCE_LEN + PAIRING_KEY_ID_LEN)
-        : body(bytes, T.HELLO, HELLO_NONCE_LEN);
-      const nonceA = b.slice(0, HELLO_NONCE_LEN);
-      if (this.rekey && !constantTimeEqual(b.subarray(HELLO_NONCE_LEN), this.rekey.pairingKeyId)) {
-        throw new HandshakeError("UNKNOWN_KEY", "REKEY_HELLO names another pairing key");
-      }
-      if (this.state === "done" || (this.pending && constantTimeEqual(this.pending.nonceA, nonceA))) {
-        return {}; // a duplicate (resend or replay): RESPONSE was sent already
-      }
-      // A new HELLO before FINISH restarts the exchange (an app that restarted): it gives
-      // no extra guess, since only a FINISH is checked, and one bad FINISH burns the code.
-      const nonceB = fixed.nonceB ?? randomBytes(HELLO_NONCE_LEN);
-      const sid = concatBytes(nonceA, nonceB);
-      const party = new CPaceParty({ prs: this.prs, ci: this.ci, sid, ad: AD_RUNNER, scalar: fixed.scalar });
-      this.pending = { nonceA, sid, party };
-      this.state = "finish";
-      return { send: frame(T.RESPONSE, concatBytes(nonceB, party.Y)) };
+  receive(bytes) {
+    const out = received();
+    if (this.refused) return out;
+    try {
+      if (!isFrame(bytes)) throw new FrameError("not an E2E frame of version 1");
+      const type = bytes[2];
+      if (isRecordType(type)) this.record(bytes, out);
+      else if (type === T.HELLO || type === T.REKEY_HELLO) this.onHello(bytes, type);
+      else if (type === T.FINISH && this.handshake) this.onFinish(bytes, out);
+    } catch (err) {
+      if (err instanceof HandshakeError) {
+        out.rejected = err.code;
+        out.error = err.message;
+        this.send(rejectFrame(err.reason));
+        if (err.reason === REJECT_REASON.WRONG_CODE) {
+          this.refused = true;
+          this.session = null;
+        }
+      } else if (err instanceof FrameError) out.error = err.message;
+      else throw err;
     }
-    if (type === T.FINISH) {
-      if (this.state === "done") return {}; // a duplicate
-      if (this.state !== "finish" || !this.pending) {
-        throw new HandshakeError("PROTOCOL", "FINISH before HELLO");
-      }
-      const b = body(bytes, T.FINISH, POINT_LEN + TAG_LEN);
-      const Ya = b.slice(0, POINT_LEN);
-      const Ta = b.subarray(POINT_LEN);
-      const { sid, party } = this.pending;
-      let isk;
+    return out;
+  }
+
+  /** @param {Uint8Array} bytes @param {number} type */
+  onHello(bytes, type) {
+    if (this.handshake && constantTimeEqual(this.handshake.hello, bytes)) return; // a resend, answered
+    const ids = { appSessionId: this.appSessionId, runnerId: this.runnerId };
+    if (type === T.REKEY_HELLO) {
+      const keyId = bytes.subarray(3 + HELLO_NONCE_LEN);
+      this.handshake = new RunnerHandshake(bytes, { ...ids, pairingKey: this.pairingKey(keyId) }, this.fixed);
+      this.generation = -1;
+    } else {
+      const { nameplate, secret } = this.codes;
+      if (secret === null || nameplate === null) throw new HandshakeError(REJECT_REASON.WRONG_CODE, "the code is spent");
+      this.handshake = new RunnerHandshake(bytes, { ...ids, nameplate, secret }, this.fixed);
+      this.generation = this.codes.generation;
+    }
+    this.finished = null;
+    this.send(this.handshake.response);
+  }
+
+  /** @param {Uint8Array} bytes @param {Received} out */
+  onFinish(bytes, out) {
+    const handshake = /** @type {RunnerHandshake} */ (this.handshake);
+    if (this.finished && constantTimeEqual(this.finished, bytes)) return; // a resend, answered
+    let result;
+    if (this.generation >= 0) {
+      if (!this.codes.spend(this.generation)) throw new HandshakeError(REJECT_REASON.WRONG_CODE, "the code is spent");
       try {
-        isk = iskIr(sid, party.sharedPoint(Ya), Ya, AD_APP, party.Y, AD_RUNNER);
+        result = handshake.onFinish(bytes);
       } catch (err) {
-        if (err instanceof CPaceError) return this.fail(new HandshakeError("INVALID_SHARE", err.message));
+        out.burnt = true;
         throw err;
       }
-      if (!constantTimeEqual(Ta, confirmationTag(sid, isk, Ya, AD_APP))) {
-        return this.fail(new HandshakeError("WRONG_CODE", "key confirmation failed: the app's code was wrong"));
-      }
-      this.state = "done";
-      this.pending = null;
-      this.session = new E2ESession("runner", deriveKeys(isk, sid, this.rekey));
-      return { send: frame(T.CONFIRM, confirmationTag(sid, isk, party.Y, AD_RUNNER)), session: this.session };
+    } else {
+      result = handshake.onFinish(bytes);
     }
-    throw new HandshakeError("PROTOCOL", `unexpected handshake frame type ${type}`);
+    this.finished = bytes.slice();
+    this.send(result.confirm);
+    this.toldNoSession = false;
+    this.opened(result.keys);
+    out.confirmed = true;
+  }
+
+  /** @param {Uint8Array} bytes @param {Received} out */
+  record(bytes, out) {
+    if (!this.session) {
+      this.noSession(out);
+      return;
+    }
+    try {
+      deliver(this.session.opener.open(bytes), out);
+    } catch (err) {
+      if (err instanceof UnknownKeyError) this.noSession(out);
+      else if (err instanceof RecordAuthError) {
+        out.integrity = err.message;
+        this.send(rejectFrame(REJECT_REASON.INTEGRITY));
+        this.session = null;
+      } else throw err;
+    }
+  }
+
+  /** @param {Received} out */
+  noSession(out) {
+    out.error = "a record for a session this runner does not hold";
+    if (!this.toldNoSession) {
+      this.toldNoSession = true;
+      this.send(rejectFrame(REJECT_REASON.NO_SESSION));
+    }
   }
 }

@@ -19,45 +19,57 @@ import {
 import { loadVectors, unhex } from "./vectors.js";
 
 const all = loadVectors("cpace-ristretto255.json");
-const v = all.G_Coffee25519;
-const points = all.G_Coffee25519_points;
+const v = all.cpace;
+const points = all.scalar_mult_vfy;
 /** @param {string} key */
 const h = (key) => unhex(v[key]);
 /** @param {Uint8Array} bytes */
 const hex = (bytes) => bytesToHex(bytes).toUpperCase();
 
-test("prepend_len and lv_cat: the draft's string vectors", () => {
-  assert.equal(bytesToHex(prependLen(new Uint8Array(0))), "00");
-  assert.equal(bytesToHex(prependLen(utf8ToBytes("1234"))), "0431323334");
-  const r127 = Uint8Array.from({ length: 127 }, (_, i) => i);
-  const r128 = Uint8Array.from({ length: 128 }, (_, i) => i);
-  assert.equal(bytesToHex(prependLen(r127).subarray(0, 2)), "7f00");
-  assert.equal(prependLen(r127).length, 128);
-  assert.equal(bytesToHex(prependLen(r128).subarray(0, 3)), "800100");
-  assert.equal(prependLen(r128).length, 130);
-  const lv = lvCat(utf8ToBytes("1234"), utf8ToBytes("5"), new Uint8Array(0), utf8ToBytes("678"));
-  assert.equal(bytesToHex(lv), "043132333401350003363738");
+/**
+ * The bytes of a draft vector key such as "b'1234'" or "bytes(range(127))".
+ * @param {string} expr
+ */
+function pyBytes(expr) {
+  const range = expr.match(/^bytes\(range\((\d+)\)\)$/);
+  if (range) return Uint8Array.from({ length: Number(range[1]) }, (_, i) => i);
+  const lit = expr.match(/^b'(.*)'$/);
+  if (lit) return utf8ToBytes(lit[1]);
+  throw new Error(`no bytes for ${expr}`);
+}
+
+test("prepend_len: every vector of the draft", () => {
+  let n = 0;
+  for (const [name, expected] of Object.entries(all.prepend_len)) {
+    const m = name.match(/^prepend_len\((.*)\)$/);
+    if (!m) continue;
+    assert.equal(hex(prependLen(pyBytes(m[1]))), expected, name);
+    n++;
+  }
+  assert.equal(n, 4);
 });
 
-test("transcript_ir: the draft's vectors", () => {
-  const s = utf8ToBytes;
-  assert.equal(
-    bytesToHex(transcriptIr(s("123"), s("PartyA"), s("234"), s("PartyB"))),
-    "03313233065061727479410332333406506172747942",
-  );
-  assert.equal(
-    bytesToHex(transcriptIr(s("3456"), s("PartyA"), s("2345"), s("PartyB"))),
-    "043334353606506172747941043233343506506172747942",
-  );
+test("lv_cat and transcript_ir: the draft's vectors", () => {
+  const lv = lvCat(utf8ToBytes("1234"), utf8ToBytes("5"), new Uint8Array(0), utf8ToBytes("678"));
+  assert.equal(hex(lv), all.lv_cat["lv_cat(b'1234',b'5',b'',b'678')"]);
+  let n = 0;
+  for (const [name, expected] of Object.entries(all.transcript_ir)) {
+    const m = name.match(/^transcript_ir\((.*)\)$/);
+    if (!m) continue;
+    const args = m[1].split(",").map(pyBytes);
+    assert.equal(hex(transcriptIr(args[0], args[1], args[2], args[3])), expected, name);
+    n++;
+  }
+  assert.equal(n, 2);
 });
 
 test("generator string, its hash and g", () => {
-  const gen = generatorString(h("PRS"), h("CI"), h("sid"));
-  assert.equal(gen.length, 170);
-  assert.equal(
-    bytesToHex(sha512(gen)),
-    "da6d3ddc8802fca9058755ffd3ebde08a9c2c74945901a258482a288b6663af06bf645c93cd1c51512307199c80e84908916d983b34af77205f90851a657ee27",
-  );
+  const c = all.calculate_generator;
+  const [prs, ci, sid] = [unhex(c.PRS), unhex(c.CI), unhex(c.sid)];
+  const gen = generatorString(prs, ci, sid);
+  assert.equal(hex(gen), c["generator_string(G.DSI,PRS,CI,sid,H.s_in_bytes)"]);
+  assert.equal(hex(sha512(gen)), c["hash result"]);
+  assert.equal(hex(calculateGenerator(prs, ci, sid).toBytes()), c["encoded generator g"]);
   assert.equal(hex(calculateGenerator(h("PRS"), h("CI"), h("sid")).toBytes()), v.g);
 });
 

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { xchacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { bytesToHex, hexToBytes, utf8ToBytes } from "../src/bytes.js";
-import { HEADER_LEN, NONCE_LEN, RecordAuthError, RecordOpener, RecordSealer, T } from "../src/records.js";
+import { FrameError, HEADER_LEN, NONCE_LEN, RecordAuthError, RecordOpener, RecordSealer, T, UnknownKeyError } from "../src/records.js";
 
 test("XChaCha20-Poly1305: draft-irtf-cfrg-xchacha-03 A.3.1", () => {
   const key = hexToBytes("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f");
@@ -35,9 +35,12 @@ test("a record opens to its type, counter and payload; counters count from 1", (
   assert.equal(bytesToHex(one.record.subarray(3, 11)), "0102030405060708");
   assert.equal(bytesToHex(one.record.subarray(11, 19)), "0000000000000001");
   assert.equal(one.record.length, HEADER_LEN + NONCE_LEN + 3 + 16);
-  assert.deepEqual(opener.open(one.record), { status: "ok", type: T.DATA, counter: 1n, payload: utf8ToBytes("ls\r") });
-  const r2 = opener.open(two.record);
-  assert.equal(r2.status === "ok" && r2.type, T.RESIZE);
+  assert.deepEqual(opener.open(one.record), {
+    records: [{ type: T.DATA, counter: 1n, payload: utf8ToBytes("ls\r") }],
+    lost: 0,
+    duplicate: false,
+  });
+  assert.equal(opener.open(two.record).records[0].type, T.RESIZE);
 });
 
 test("a flipped byte anywhere in a record is refused, and the opener is unchanged", () => {
@@ -49,31 +52,55 @@ test("a flipped byte anywhere in a record is refused, and the opener is unchange
     const opener = new RecordOpener(key, keyId);
     const bad = record.slice();
     bad[i] ^= 0x01;
-    assert.throws(() => opener.open(bad), RecordAuthError, `byte ${i}`);
-    assert.equal(opener.lastCounter, 0n);
-    assert.equal(opener.open(record).status, "ok");
+    if (i === 18) {
+      // counter 1 -> 0: not above the last delivered, dropped as a duplicate unread
+      assert.deepEqual(opener.open(bad), { records: [], lost: 0, duplicate: true });
+    } else {
+      assert.throws(() => opener.open(bad), (/** @type {any} */ e) => e instanceof RecordAuthError || (i < 3 && e instanceof FrameError), `byte ${i}`);
+    }
+    assert.equal(opener.last, 0n);
+    assert.equal(opener.pending.size, 0);
+    assert.equal(opener.open(record).records.length, 1);
   }
 });
 
 test("a truncated record, or one under another key, is refused", () => {
   const { record } = new RecordSealer(key, keyId).seal(T.DATA, utf8ToBytes("x"));
   assert.throws(() => new RecordOpener(key, keyId).open(record.subarray(0, record.length - 1)), RecordAuthError);
-  assert.throws(() => new RecordOpener(key, keyId).open(record.subarray(0, 40)), RecordAuthError);
+  assert.throws(() => new RecordOpener(key, keyId).open(record.subarray(0, 40)), FrameError);
   const otherKey = key.map((b) => b ^ 0xff);
   assert.throws(() => new RecordOpener(otherKey, keyId).open(record), RecordAuthError);
-  const r = new RecordOpener(key, hexToBytes("0807060504030201")).open(record);
-  assert.equal(r.status, "other-key");
+  assert.throws(() => new RecordOpener(key, hexToBytes("0807060504030201")).open(record), UnknownKeyError);
 });
 
-test("a duplicate counter is dropped, and so is an older one after a newer", () => {
+test("a duplicate counter is dropped before decryption; delivery is in counter order", () => {
   const sealer = new RecordSealer(key, keyId);
   const opener = new RecordOpener(key, keyId);
   const [a, b, c] = ["a", "b", "c"].map((s) => sealer.seal(T.DATA, utf8ToBytes(s)).record);
-  assert.equal(opener.open(a).status, "ok");
-  assert.deepEqual(opener.open(a), { status: "duplicate", counter: 1n });
-  assert.equal(opener.open(c).status, "ok");
-  assert.deepEqual(opener.open(b), { status: "duplicate", counter: 2n });
-  assert.deepEqual(opener.open(c), { status: "duplicate", counter: 3n });
+  assert.equal(opener.open(a).records.length, 1);
+  assert.deepEqual(opener.open(a), { records: [], lost: 0, duplicate: true });
+  // A duplicate is dropped by its counter alone, even altered (it would never be shown).
+  const altered = a.slice();
+  altered[a.length - 1] ^= 1;
+  assert.equal(opener.open(altered).duplicate, true);
+  assert.deepEqual(opener.open(c).records, []); // early: held for b
+  assert.equal(opener.open(c).duplicate, true); // held already
+  assert.deepEqual(
+    opener.open(b).records.map((r) => r.counter),
+    [2n, 3n],
+  );
+});
+
+test("more than maxPending early records: the missing ones are taken as lost", () => {
+  const sealer = new RecordSealer(key, keyId);
+  const opener = new RecordOpener(key, keyId, 2);
+  const records = ["1", "2", "3", "4", "5"].map((s) => sealer.seal(T.DATA, utf8ToBytes(s)).record);
+  opener.open(records[2]);
+  opener.open(records[3]);
+  const out = opener.open(records[4]);
+  assert.equal(out.lost, 2);
+  assert.deepEqual(out.records.map((r) => r.counter), [3n, 4n, 5n]);
+  assert.equal(opener.open(records[0]).duplicate, true);
 });
 
 test("a handshake frame type cannot be sealed or opened as a record", () => {
@@ -81,5 +108,5 @@ test("a handshake frame type cannot be sealed or opened as a record", () => {
   const { record } = new RecordSealer(key, keyId).seal(T.DATA, utf8ToBytes("x"));
   const relabelled = record.slice();
   relabelled[2] = T.FINISH;
-  assert.throws(() => new RecordOpener(key, keyId).open(relabelled), RecordAuthError);
+  assert.throws(() => new RecordOpener(key, keyId).open(relabelled), FrameError);
 });

@@ -81,7 +81,7 @@ async function both() {
   const intruder = new AppClient({ url: config.url, appSessionId: randomId() });
   await intruder.connect();
   const nextCode = waitFor(runner, "code");
-  const rejected = waitFor(runner, "rejected", (id, err) => ({ id, code: err.code }));
+  const rejected = waitFor(runner, "rejected", (id, message) => ({ id, message }));
   const [nameplate, secret] = code.split("-");
   const wrong = `${nameplate}-${secret === "2222222" ? "3333333" : "2222222"}`;
   const failure = await intruder.pair(wrong).then(
@@ -166,7 +166,7 @@ async function runnerOnly() {
   const runner = new RunnerClient({ url: config.url, runnerId: config.runnerId });
   echoRunner(runner);
   runner.on("code", (code) => out("code", { code }));
-  runner.on("rejected", (id, err) => out("rejected", { appSessionId: id, code: err.code }));
+  runner.on("rejected", (id, message) => out("rejected", { appSessionId: id, message }));
   runner.on("session", (id) => out("session", { appSessionId: id }));
   runner.on("data", (id, bytes) => out("data", { appSessionId: id, text: text(bytes) }));
   await runner.connect();
