@@ -93,13 +93,16 @@ async function call(socket, event, payload, timeoutMs) {
   return ack;
 }
 
+/** Error acks after which a frame is sent again (with everything unacked after it). */
+const RETRYABLE = new Set(["UNAVAILABLE", "RUNNER_OFFLINE"]);
+
 /**
  * Frames sent and not yet acked, resent in order after a reconnect.
  */
 export class Outbox {
   /**
    * @param {string} event app:command or runner:output
-   * @param {(err: GatewayError) => void} onError an error ack other than UNAVAILABLE
+   * @param {(err: GatewayError) => void} onError an error ack that is not retryable
    */
   constructor(event, onError) {
     this.event = event;
@@ -140,9 +143,9 @@ export class Outbox {
         if (this.pending.size === 0) for (const w of this.drainWaiters) w();
         return;
       }
-      if (ack?.error === "UNAVAILABLE") {
-        // The store was slow: the frame may or may not have gone. Send what is unacked
-        // again shortly; the receiver drops what it already has.
+      if (RETRYABLE.has(ack?.error)) {
+        // The store was slow (the frame may or may not have gone), or the runner is away for
+        // a moment: send what is unacked again shortly; the receiver drops what it has.
         if (round === this.round && !this.retry) {
           this.retry = setTimeout(() => {
             this.retry = null;

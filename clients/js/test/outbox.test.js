@@ -38,7 +38,7 @@ test("unacked frames are resent in order after a reconnect; acked ones are not",
   assert.deepEqual(errors, []);
 });
 
-test("an error ack other than UNAVAILABLE drops the frame and reports it", () => {
+test("an error ack other than UNAVAILABLE or RUNNER_OFFLINE drops the frame and reports it", () => {
   /** @type {any[]} */
   const errors = [];
   const box = new Outbox("app:command", (e) => errors.push(e));
@@ -50,17 +50,20 @@ test("an error ack other than UNAVAILABLE drops the frame and reports it", () =>
   assert.equal(errors[0].code, "NOT_PAIRED");
 });
 
-test("UNAVAILABLE keeps the frame and sends it again shortly", async () => {
-  const box = new Outbox("app:command", () => {});
-  const socket = new FakeSocket();
-  box.resume(/** @type {any} */ (socket));
-  box.push({ data: 1 });
-  socket.sent[0].ack({ error: "UNAVAILABLE", message: "store" });
-  assert.equal(box.pending.size, 1);
-  await new Promise((r) => setTimeout(r, 700));
-  assert.equal(socket.sent.length, 2);
-  assert.equal(socket.sent[1].payload.data, 1);
-  socket.sent[1].ack({ success: true });
-  assert.equal(box.pending.size, 0);
-  box.close();
-});
+for (const error of ["UNAVAILABLE", "RUNNER_OFFLINE"]) {
+  test(`${error} keeps the frame and sends it (and what followed) again shortly`, async () => {
+    const box = new Outbox("app:command", () => {});
+    const socket = new FakeSocket();
+    box.resume(/** @type {any} */ (socket));
+    box.push({ data: 1 });
+    box.push({ data: 2 });
+    socket.sent[0].ack({ error, message: "later" });
+    socket.sent[1].ack({ success: true });
+    assert.equal(box.pending.size, 1);
+    await new Promise((r) => setTimeout(r, 700));
+    assert.deepEqual(socket.sent.map((s) => s.payload.data), [1, 2, 1]);
+    socket.sent[2].ack({ success: true });
+    assert.equal(box.pending.size, 0);
+    box.close();
+  });
+}
