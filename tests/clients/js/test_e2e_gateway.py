@@ -9,56 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.clients.js.e2e_support import e2e_node, run_e2e_scenario
-from tests.gw_helpers import GatewayProcess
-from tests.redis_proc import RedisProcess
-
-__all__ = ["e2e_node"]  # the session fixture, imported so that pytest finds it here
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisProcess]:
-    proc = RedisProcess()
-    proc.start()
-    yield proc
-    proc.close()
-
-
-@pytest.fixture
-def monitor(redis_server: RedisProcess, tmp_path: Path) -> Iterator[Path]:
-    """Every command the gateway sends to Redis, as redis-cli MONITOR prints it."""
-    out = tmp_path / "monitor.txt"
-    with out.open("wb") as fh:
-        proc = subprocess.Popen(
-            ["redis-cli", "-p", str(redis_server.port), "monitor"], stdout=fh, stderr=fh
-        )
-    deadline = time.monotonic() + 10
-    while b"OK" not in out.read_bytes():
-        assert proc.poll() is None and time.monotonic() < deadline, out.read_bytes()
-        time.sleep(0.05)
-    yield out
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-@pytest.fixture
-def gateway(redis_server: RedisProcess, monitor: Path) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(redis_server.url)
-    gw.start()
-    yield gw
-    gw.terminate()
+from tests.support.gateways import GatewayProcess
+from tests.support.js_e2e import RecordedMonitor, run_e2e_scenario
 
 
 async def test_js_app_and_runner_through_a_gateway(
-    gateway: GatewayProcess, monitor: Path, e2e_node: str
+    monitored_gateway: GatewayProcess, monitored_redis: RecordedMonitor, e2e_node: str
 ) -> None:
+    gateway = monitored_gateway
     marker = f"E2E-{secrets.randbelow(10**9):09d}-MARK"
     steps = await run_e2e_scenario(
         e2e_node,
@@ -87,7 +47,7 @@ async def test_js_app_and_runner_through_a_gateway(
     assert steps["rekey"]["sameKeyId"] is False
 
     assert gateway.proc is not None and gateway.proc.poll() is None
-    commands = await asyncio.to_thread(monitor.read_bytes)
+    commands = await asyncio.to_thread(monitored_redis.recorded)
     log = await asyncio.to_thread(Path(gateway.log_path).read_bytes)
     for seen in (commands, log):
         assert marker.encode() not in seen

@@ -7,9 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from tests.clients.js.e2e_support import PACKAGE, e2e_node, node_env
-
-__all__ = ["e2e_node"]  # the session fixture, imported so that pytest finds it here
+from tests.support.js_e2e import PACKAGE, node_env
 
 
 def _run(argv: list[str], what: str) -> str:
