@@ -118,8 +118,10 @@ export class Outbox {
     this.retry = null;
     /** @type {Set<() => void>} */
     this.drainWaiters = new Set();
-    /** Frames sent again after a reconnect or an UNAVAILABLE ack. */
+    /** Emissions of a frame emitted before (after a reconnect or a retryable error ack). */
     this.resent = 0;
+    /** @type {Set<number>} ids emitted at least once */
+    this.emitted = new Set();
   }
 
   /**
@@ -136,10 +138,13 @@ export class Outbox {
   emit(id, payload) {
     const socket = this.socket;
     if (!socket) return;
+    if (this.emitted.has(id)) this.resent++;
+    this.emitted.add(id);
     const round = this.round;
     socket.emit(this.event, payload, (/** @type {any} */ ack) => {
       if (ack && ack.success === true) {
         this.pending.delete(id);
+        this.emitted.delete(id);
         if (this.pending.size === 0) for (const w of this.drainWaiters) w();
         return;
       }
@@ -155,6 +160,7 @@ export class Outbox {
         return;
       }
       this.pending.delete(id);
+      this.emitted.delete(id);
       this.onError(new GatewayError(ack?.error ?? "INVALID_ACK", ack?.message ?? ""));
     });
   }
@@ -166,7 +172,6 @@ export class Outbox {
   resume(socket) {
     this.socket = socket;
     this.round++;
-    this.resent += this.pending.size;
     for (const [id, payload] of this.pending) this.emit(id, payload);
   }
 

@@ -31,7 +31,7 @@ test("unacked frames are resent in order after a reconnect; acked ones are not",
   const second = new FakeSocket();
   box.resume(/** @type {any} */ (second));
   assert.deepEqual(second.sent.map((s) => s.payload.data), [3, 4, 5, 6]);
-  assert.equal(box.resent, 4);
+  assert.equal(box.resent, 3); // 6 is sent for the first time
   for (const s of second.sent) s.ack({ success: true });
   await box.drained();
   assert.equal(box.pending.size, 0);

@@ -180,7 +180,53 @@ async function runnerOnly() {
   runner.close();
 }
 
-const scenarios = { both, app: appOnly, runner: runnerOnly };
+/**
+ * Two-way streams while the app's replica is SIGKILLed (by the test, when this prints
+ * "kill") and comes back: every message arrives once, in order, at both ends.
+ */
+async function crash() {
+  const runner = new RunnerClient({ url: config.runnerUrl, runnerId: config.runnerId });
+  /** @type {string[]} */
+  const atRunner = [];
+  runner.on("data", (_app, bytes) => atRunner.push(text(bytes)));
+  at = "runner connect";
+  const code = await runner.connect();
+  const app = new AppClient({ url: config.appUrl, io: { reconnectionDelay: 200, reconnectionDelayMax: 1000 } });
+  const atApp = collect(app);
+  await app.connect();
+  at = "pair";
+  const appSessionId = (await app.pair(code), app.appSessionId);
+  const n = config.count ?? 200;
+  at = "streams";
+  let disconnects = 0;
+  app.on("disconnect", () => disconnects++);
+  for (let i = 0; i < n; i++) {
+    app.send(`a${i}`);
+    runner.send(appSessionId, `r${i}`);
+    if (i === Math.floor(n / 2)) out("kill");
+    await new Promise((r) => setTimeout(r, config.intervalMs ?? 10));
+  }
+  at = "delivery";
+  const deadline = Date.now() + TIMEOUT;
+  while (atApp.length < n || atRunner.length < n) {
+    if (Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await Promise.all([app.flushed(), runner.flushed()]);
+  await new Promise((r) => setTimeout(r, 500)); // anything doubled would come now
+  out("crash", {
+    atApp,
+    atRunner,
+    disconnects,
+    resent: app.outbox.resent,
+    appDuplicates: app.duplicates,
+    runnerDuplicates: runner.duplicates,
+  });
+  app.close();
+  runner.close();
+}
+
+const scenarios = { both, app: appOnly, runner: runnerOnly, crash };
 try {
   await /** @type {Record<string, () => Promise<void>>} */ (scenarios)[config.scenario]();
   out("done");

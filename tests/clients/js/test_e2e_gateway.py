@@ -1,18 +1,20 @@
-"""The E2E JavaScript module against a gateway process on a real Redis: a wrong code spends
+"""The E2E JavaScript module against gateway processes on a real Redis: a wrong code spends
 one guess (the runner refuses and shows a new code), the right one opens a session whose
 bytes reach the other side, frames written into a socket that closed before its acks are sent
-again and delivered once, a restarted app re-keys from its stored pairing key; and neither a
-typed marker nor its output nor any code's secret reaches Redis (MONITOR) or the gateway's
-log."""
+again and delivered once, a restarted app re-keys from its stored pairing key, and a replica
+SIGKILLed under two-way traffic loses and repeats nothing; neither a typed marker nor its
+output nor any code's secret reaches Redis (MONITOR) or the gateway's log."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import secrets
 from pathlib import Path
 
 from tests.support.gateways import GatewayProcess
-from tests.support.js_e2e import RecordedMonitor, run_e2e_scenario
+from tests.support.js_e2e import SCENARIO, Lines, RecordedMonitor, node_env, run_e2e_scenario
 
 
 async def test_js_app_and_runner_through_a_gateway(
@@ -56,3 +58,46 @@ async def test_js_app_and_runner_through_a_gateway(
             assert code.rsplit("-", 1)[1].encode() not in seen
     # What the gateway does see: the nameplates (so MONITOR did record this run).
     assert first.rsplit("-", 1)[0].encode() in commands
+
+
+async def test_replica_killed_under_two_way_traffic_loses_and_repeats_nothing(
+    monitored_gateway: GatewayProcess, monitored_redis: RecordedMonitor, e2e_node: str
+) -> None:
+    """The app's replica is SIGKILLed mid-stream and replaced (same port): what it held is
+    replayed, what the app wrote into it unacked is sent again, and each end gets every
+    message of the other once, in order."""
+    app_gateway = GatewayProcess(monitored_gateway.redis_url)
+    app_gateway.start()
+    config = {
+        "scenario": "crash",
+        "runnerUrl": monitored_gateway.url,
+        "appUrl": app_gateway.url,
+        "runnerId": f"js-crash-{secrets.token_hex(4)}",
+        "count": 200,
+        "intervalMs": 10,
+        "timeoutMs": 90000,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        e2e_node,
+        str(SCENARIO),
+        json.dumps(config),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=node_env(),
+    )
+    lines = Lines(proc)
+    try:
+        await lines.until(re.compile(rb'"step":"kill"'), timeout=90)
+        app_gateway.kill()
+        await asyncio.to_thread(app_gateway.start)
+        found = await lines.until(re.compile(rb'^\{"step":"(crash|error)".*$'), timeout=150)
+    finally:
+        await lines.stop()
+        app_gateway.terminate()
+    result = json.loads(found.group(0))
+    assert result["step"] == "crash", result
+    n = config["count"]
+    assert result["atRunner"] == [f"a{i}" for i in range(n)]
+    assert result["atApp"] == [f"r{i}" for i in range(n)]
+    assert result["disconnects"] >= 1
