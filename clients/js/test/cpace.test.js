@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ristretto255_hasher } from "@noble/curves/ed25519.js";
 import { sha512 } from "@noble/hashes/sha2.js";
-import { bytesToHex, lvCat, prependLen, utf8ToBytes } from "../src/bytes.js";
+import { bytesToHex, concatBytes, lvCat, prependLen, utf8ToBytes } from "../src/bytes.js";
 import {
   CPaceError,
   CPaceParty,
@@ -61,6 +61,49 @@ test("lv_cat and transcript_ir: the draft's vectors", () => {
     n++;
   }
   assert.equal(n, 2);
+});
+
+/**
+ * The draft's ordered concatenation, for its parallel-mode ("oc") vectors: our protocol
+ * runs initiator-responder, so this lives here, not in src/.
+ * @param {Uint8Array} a @param {Uint8Array} b
+ */
+function oCat(a, b) {
+  let larger = a.length > b.length;
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    if (a[i] !== b[i]) {
+      larger = a[i] > b[i];
+      break;
+    }
+  }
+  return concatBytes(utf8ToBytes("oc"), larger ? a : b, larger ? b : a);
+}
+
+test("o_cat and transcript_oc: the draft's vectors", () => {
+  let n = 0;
+  for (const [name, expected] of Object.entries(all.o_cat)) {
+    const m = name.match(/^o_cat\((.*)\)$/);
+    if (!m) continue;
+    const [a, b] = m[1].split(",").map(pyBytes);
+    assert.equal(hex(oCat(a, b)), expected, name);
+    n++;
+  }
+  for (const [name, expected] of Object.entries(all.transcript_oc)) {
+    const m = name.match(/^transcript_oc\((.*)\)$/);
+    if (!m) continue;
+    const [ya, ada, yb, adb] = m[1].split(",").map(pyBytes);
+    assert.equal(hex(oCat(lvCat(ya, ada), lvCat(yb, adb))), expected, name);
+    n++;
+  }
+  assert.equal(n, 4);
+});
+
+test("ISK and the session id output in parallel mode (oc) from the same K", () => {
+  const [Ya, Yb] = [h("Ya"), h("Yb")];
+  const transcript = oCat(lvCat(Ya, h("ADa")), lvCat(Yb, h("ADb")));
+  const dsiIsk = concatBytes(utf8ToBytes("CPaceRistretto255"), utf8ToBytes("_ISK"));
+  assert.equal(hex(sha512(concatBytes(lvCat(dsiIsk, h("sid"), h("K")), transcript))), v.ISK_SY);
+  assert.equal(hex(sha512(concatBytes(utf8ToBytes("CPaceSidOutput"), transcript))), v.sid_output_oc);
 });
 
 test("generator string, its hash and g", () => {
