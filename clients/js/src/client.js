@@ -143,9 +143,7 @@ export class Outbox {
     const round = this.round;
     socket.emit(this.event, payload, (/** @type {any} */ ack) => {
       if (ack && ack.success === true) {
-        this.pending.delete(id);
-        this.emitted.delete(id);
-        if (this.pending.size === 0) for (const w of this.drainWaiters) w();
+        this.settle(id);
         return;
       }
       if (RETRYABLE.has(ack?.error)) {
@@ -159,10 +157,16 @@ export class Outbox {
         }
         return;
       }
-      this.pending.delete(id);
-      this.emitted.delete(id);
+      this.settle(id);
       this.onError(new GatewayError(ack?.error ?? "INVALID_ACK", ack?.message ?? ""));
     });
+  }
+
+  /** @param {number} id acked, or refused for good */
+  settle(id) {
+    this.pending.delete(id);
+    this.emitted.delete(id);
+    if (this.pending.size === 0) for (const w of [...this.drainWaiters]) w();
   }
 
   /**

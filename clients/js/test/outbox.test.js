@@ -38,16 +38,18 @@ test("unacked frames are resent in order after a reconnect; acked ones are not",
   assert.deepEqual(errors, []);
 });
 
-test("an error ack other than UNAVAILABLE or RUNNER_OFFLINE drops the frame and reports it", () => {
+test("an error ack other than UNAVAILABLE or RUNNER_OFFLINE drops the frame and reports it", async () => {
   /** @type {any[]} */
   const errors = [];
   const box = new Outbox("app:command", (e) => errors.push(e));
   const socket = new FakeSocket();
   box.resume(/** @type {any} */ (socket));
   box.push({ data: 1 });
+  const drained = box.drained();
   socket.sent[0].ack({ error: "NOT_PAIRED", message: "no pairing" });
   assert.equal(box.pending.size, 0);
   assert.equal(errors[0].code, "NOT_PAIRED");
+  await drained; // a frame refused for good is not waited for
 });
 
 for (const error of ["UNAVAILABLE", "RUNNER_OFFLINE"]) {
