@@ -68,12 +68,13 @@ async def test_replica_killed_under_two_way_traffic_loses_and_repeats_nothing(
     message of the other once, in order."""
     app_gateway = GatewayProcess(monitored_gateway.redis_url)
     app_gateway.start()
-    config = {
+    n = 200
+    config: dict[str, object] = {
         "scenario": "crash",
         "runnerUrl": monitored_gateway.url,
         "appUrl": app_gateway.url,
         "runnerId": f"js-crash-{secrets.token_hex(4)}",
-        "count": 200,
+        "count": n,
         "intervalMs": 10,
         "timeoutMs": 90000,
     }
@@ -97,7 +98,6 @@ async def test_replica_killed_under_two_way_traffic_loses_and_repeats_nothing(
         app_gateway.terminate()
     result = json.loads(found.group(0))
     assert result["step"] == "crash", result
-    n = config["count"]
     assert result["atRunner"] == [f"a{i}" for i in range(n)]
     assert result["atApp"] == [f"r{i}" for i in range(n)]
     assert result["disconnects"] >= 1
