@@ -1,8 +1,8 @@
 """The E2E JavaScript module against gateway processes on a real Redis: a wrong code spends
 one guess (the runner refuses and shows a new code), the right one opens a session whose
 bytes reach the other side, frames written into a socket that closed before its acks are sent
-again and delivered once, a restarted app re-keys from its stored pairing key, and a replica
-SIGKILLed under two-way traffic loses and repeats nothing; neither a typed marker nor its
+again and delivered once, a restarted app re-keys from its stored pairing key, and two-way
+traffic across a replica SIGKILLed or a frozen network loses and repeats nothing; neither a typed marker nor its
 output nor any code's secret reaches Redis (MONITOR) or the gateway's log."""
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import re
 import secrets
 from pathlib import Path
 
+import pytest
+
+from tests.support.freeze_proxy import FreezingProxy
 from tests.support.gateways import GatewayProcess
 from tests.support.js_e2e import SCENARIO, Lines, RecordedMonitor, node_env, run_e2e_scenario
 
@@ -60,20 +63,27 @@ async def test_js_app_and_runner_through_a_gateway(
     assert first.rsplit("-", 1)[0].encode() in commands
 
 
-async def test_replica_killed_under_two_way_traffic_loses_and_repeats_nothing(
-    monitored_gateway: GatewayProcess, monitored_redis: RecordedMonitor, e2e_node: str
+@pytest.mark.parametrize("fault", ["replica SIGKILLed", "app network frozen"])
+async def test_two_way_traffic_across_a_fault_loses_and_repeats_nothing(
+    fault: str,
+    monitored_gateway: GatewayProcess,
+    monitored_redis: RecordedMonitor,
+    e2e_node: str,
 ) -> None:
-    """The app's replica is SIGKILLed mid-stream and replaced (same port): what it held is
-    replayed, what the app wrote into it unacked is sent again, and each end gets every
-    message of the other once, in order."""
+    """Mid-stream, the app's replica is SIGKILLed and replaced (same port), or the app's
+    network freezes (no FIN, no RST: the client finds out by its ping timeout): what the
+    gateway held is replayed, what the app wrote into the dead connection unacked is sent
+    again (about 100 records when frozen, a few when killed, in the runs here), and each end
+    gets every message of the other once, in order."""
     app_gateway = GatewayProcess(monitored_gateway.redis_url)
     app_gateway.start()
+    proxy = await FreezingProxy(app_gateway.port).start()
     n = 200
     config: dict[str, object] = {
         "scenario": "crash",
         "runnerUrl": monitored_gateway.url,
-        "appUrl": app_gateway.url,
-        "runnerId": f"js-crash-{secrets.token_hex(4)}",
+        "appUrl": proxy.url,
+        "runnerId": f"js-fault-{secrets.token_hex(4)}",
         "count": n,
         "intervalMs": 10,
         "timeoutMs": 90000,
@@ -90,11 +100,15 @@ async def test_replica_killed_under_two_way_traffic_loses_and_repeats_nothing(
     lines = Lines(proc)
     try:
         await lines.until(re.compile(rb'"step":"kill"'), timeout=90)
-        app_gateway.kill()
-        await asyncio.to_thread(app_gateway.start)
+        if fault == "replica SIGKILLed":
+            app_gateway.kill()
+            await asyncio.to_thread(app_gateway.start)
+        else:
+            proxy.freeze()
         found = await lines.until(re.compile(rb'^\{"step":"(crash|error)".*$'), timeout=150)
     finally:
         await lines.stop()
+        await proxy.close()
         app_gateway.terminate()
     result = json.loads(found.group(0))
     assert result["step"] == "crash", result
