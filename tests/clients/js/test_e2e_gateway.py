@@ -2,8 +2,9 @@
 one guess (the runner refuses and shows a new code), the right one opens a session whose
 bytes reach the other side, frames written into a socket that closed before its acks are sent
 again and delivered once, a restarted app re-keys from its stored pairing key, and two-way
-traffic across a replica SIGKILLed or a frozen network loses and repeats nothing; neither a typed marker nor its
-output nor any code's secret reaches Redis (MONITOR) or the gateway's log."""
+traffic across a replica SIGKILLed or a frozen network loses and repeats nothing; neither a
+typed marker nor its output nor any code's secret reaches Redis (MONITOR) or the gateway's
+log."""
 
 from __future__ import annotations
 
