@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install test test-deps lint run web bench bench-cluster fuzz clean
+.PHONY: install test test-deps lint run web bench bench-e2e bench-cluster fuzz clean
 
 # Every install goes through uv.lock (exact versions and hashes, all platforms): uv, pinned here,
 # is bootstrapped into the venv with pip, then syncs the venv to the lock without re-resolving.
@@ -63,11 +63,18 @@ run: $(STAMP)
 # in the same session (alternating runs) and reports the ratios. Options: BENCH_ARGS="--runs 1
 # --seconds 5" (python -m bench.official --help).
 BENCH_ARGS ?=
+BENCH_E2E_ARGS ?=
 BENCH_REFERENCE ?=
 BENCH_REFERENCE_LABEL ?= reference
 
 bench: $(STAMP)
 	$(PY) -m bench.official --reference "$(BENCH_REFERENCE)" --reference-label "$(BENCH_REFERENCE_LABEL)" $(BENCH_ARGS)
+	$(PY) -m bench.e2e $(BENCH_E2E_ARGS)
+
+# The relay with end-to-end encrypted clients (clients/js) beside plain ones, alone (about 2
+# min; its own section of docs/benchmarks.md). BENCH_E2E_ARGS="--runs 1 --seconds 5".
+bench-e2e: $(STAMP)
+	$(PY) -m bench.e2e $(BENCH_E2E_ARGS)
 
 # Redis CPU per heartbeat and per relayed message, one Redis beside a 3-master cluster
 # (about 1 min); its own section of docs/benchmarks.md

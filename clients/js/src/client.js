@@ -482,9 +482,13 @@ export class RunnerClient extends Emitter {
       this.emit("disconnect", reason);
     });
     socket.on("pairing:paired", (msg) => {
-      if (typeof msg?.appSessionId !== "string") return;
-      this.channels.delete(msg.appSessionId); // a new pairing: a handshake follows
-      this.emit("paired", msg.appSessionId);
+      const app = msg?.appSessionId;
+      if (typeof app !== "string") return;
+      // A new pairing of this app (maybe with a new code after a wrong one): a handshake
+      // follows; forget the old session, unless that handshake has already begun.
+      const channel = this.channels.get(app);
+      if (channel && (channel.open || channel.refused || !channel.handshake)) this.channels.delete(app);
+      this.emit("paired", app);
     });
     socket.on("pairing:app_unpaired", (msg) => {
       const app = msg?.appSessionId;

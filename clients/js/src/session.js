@@ -467,7 +467,7 @@ export class AppChannel extends Channel {
         if (!this.session) out.error = "a record before the handshake finished";
         else deliver(this.session.opener.open(bytes), out);
       } else if (type === T.RESPONSE && this.handshake && !this.session) {
-        this.send(this.handshake.onResponse(bytes));
+        if (!this.handshake.finish) this.send(this.handshake.onResponse(bytes)); // a repeat: not answered again
       } else if (type === T.CONFIRM && this.handshake && !this.session) {
         this.opened(this.handshake.onConfirm(bytes));
         out.confirmed = true;

@@ -127,8 +127,8 @@ test("resent and replayed handshake frames are answered once", () => {
   p.runner.receive(hello); // resent HELLO: not answered again
   assert.equal(p.toApp.length, 1);
   p.app.receive(response);
-  p.app.receive(response); // replayed RESPONSE: the same FINISH again
-  assert.equal(bytesToHex(p.toRunner[1]), bytesToHex(p.toRunner[2]));
+  p.app.receive(response); // replayed RESPONSE: no second FINISH
+  assert.equal(p.toRunner.length, 2);
   const finish = p.toRunner[1];
   assert.equal(p.runner.receive(finish).confirmed, true);
   assert.deepEqual(p.runner.receive(finish).confirmed, false); // answered already

@@ -78,27 +78,24 @@ async function both() {
 
   // A wrong secret: the runner refuses (one guess) and shows a new code; the app fails.
   at = "wrong code";
-  const intruder = new AppClient({ url: config.url, appSessionId: randomId() });
-  await intruder.connect();
-  const nextCode = waitFor(runner, "code");
-  const rejected = waitFor(runner, "rejected", (id, message) => ({ id, message }));
-  const [nameplate, secret] = code.split("-");
-  const wrong = `${nameplate}-${secret === "2222222" ? "3333333" : "2222222"}`;
-  const failure = await intruder.pair(wrong).then(
-    () => null,
-    (err) => (err instanceof HandshakeError ? err.code : String(err)),
-  );
-  out("wrong_code", { appError: failure, runner: await rejected, newCode: await nextCode });
-  intruder.close();
-  const code2 = await nextCode;
-
-  // The right code: a session, keystrokes and output both ways.
-  at = "pair";
   const appStore = new MemoryStore();
   const appSessionId = randomId();
   const app = new AppClient({ url: config.url, appSessionId, store: appStore });
   const got = collect(app);
   await app.connect();
+  const nextCode = waitFor(runner, "code");
+  const rejected = waitFor(runner, "rejected", (id, message) => ({ id, message }));
+  const [nameplate, secret] = code.split("-");
+  const wrong = `${nameplate}-${secret === "2222222" ? "3333333" : "2222222"}`;
+  const failure = await app.pair(wrong).then(
+    () => null,
+    (err) => (err instanceof HandshakeError ? err.code : String(err)),
+  );
+  out("wrong_code", { appError: failure, runner: await rejected, newCode: await nextCode, appSessionId });
+  const code2 = await nextCode;
+
+  // The same app, refused, pairs again with the new code: a session, bytes both ways.
+  at = "pair";
   const runnerSession = waitFor(runner, "session", (id, s) => ({ id, keyId: bytesToHex(s.keys.keyId) }));
   const session = await app.pair(code2.toLowerCase());
   out("paired", { appKeyId: bytesToHex(session.keys.keyId), runner: await runnerSession, appSessionId });

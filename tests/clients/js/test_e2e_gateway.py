@@ -41,6 +41,8 @@ async def test_js_app_and_runner_through_a_gateway(
     assert wrong["appError"] == "WRONG_CODE"
     assert "wrong code" in wrong["runner"]["message"]
     assert wrong["newCode"] != first
+    # The app the runner refused paired again with the new code (one guess per code).
+    assert wrong["runner"]["id"] == wrong["appSessionId"] == steps["paired"]["appSessionId"]
     assert steps["paired"]["appKeyId"] == steps["paired"]["runner"]["keyId"]
     assert steps["exchange"]["got"] == [f"echo:{marker}"]
     resend = steps["resend"]
