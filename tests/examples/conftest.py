@@ -19,7 +19,7 @@ async def gateway(redis_proc: RedisProcess) -> AsyncIterator[GatewayProcess]:
     client = connect(redis_proc.url)
     await client.flushdb()
     await client.aclose()
-    gw = GatewayProcess(redis_proc.url, {"heartbeat": {"timeout_s": 10, "ttl_s": 20}})
+    gw = GatewayProcess(redis_proc.url, {"heartbeat": {"timeout_s": 30, "ttl_s": 60}})
     gw.start()
     yield gw
     gw.terminate()
