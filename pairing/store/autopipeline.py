@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import hiredis
@@ -96,13 +97,13 @@ def packer(encoder: Any) -> Any:
     return pack
 
 
-class _Link:
+class Link:
     """One connection, a queue of callers waiting for replies in order, one flush per turn."""
 
-    def __init__(self, pool: aioredis.ConnectionPool) -> None:
-        self._pool = pool
-        timeout = pool.connection_kwargs.get("socket_timeout")
-        self._timeout: float | None = float(timeout) if timeout else None
+    def __init__(self, opener: Callable[[], Awaitable[Any]], socket_timeout: float | None) -> None:
+        #: Makes a connected redis-py connection (a pool's kind, or a cluster node's).
+        self._opener = opener
+        self._timeout: float | None = float(socket_timeout) if socket_timeout else None
         self._conn: Any = None
         self._writer: asyncio.StreamWriter | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -126,6 +127,22 @@ class _Link:
         fut: asyncio.Future[Any] = loop.create_future()
         self._out.append(data)
         self._pending.append(fut)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await fut
+
+    async def call_asking(self, args: tuple[Any, ...]) -> Any:
+        """``ASKING`` then ``args``, adjacent in one write (a cluster's ASK redirection: the
+        permission holds for the next command on the connection only)."""
+        if self._writer is None:
+            await self._connect()
+        loop = asyncio.get_running_loop()
+        asking: asyncio.Future[Any] = loop.create_future()
+        asking.add_done_callback(_retrieve)
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._out += (self._pack(("ASKING",)), self._pack(args))
+        self._pending += (asking, fut)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
@@ -163,7 +180,7 @@ class _Link:
             task.exception()  # retrieved here; every waiting caller gets it through shield
 
     async def _open(self) -> None:
-        conn = await open_connection(self._pool)
+        conn = await self._opener()
         self._conn = conn
         self._pack = packer(conn.encoder)
         reader, self._writer = streams(conn)
@@ -272,6 +289,12 @@ class _Link:
             await asyncio.gather(*self._closers, return_exceptions=True)
 
 
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """A reply nobody awaits: its error, if any, is retrieved (not logged as unhandled)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 async def open_connection(pool: aioredis.ConnectionPool) -> Any:
     """A connected redis-py connection of ``pool``'s kind, outside the pool: it brings TLS,
     unix sockets, AUTH, SELECT and Sentinel's discovery of the primary."""
@@ -287,7 +310,7 @@ async def open_connection(pool: aioredis.ConnectionPool) -> Any:
 class AutoPipelineRedis(aioredis.Redis):
     """A ``redis.asyncio.Redis`` whose ``PIPELINED`` commands share one pipelined link."""
 
-    _link: _Link | None = None
+    _link: Link | None = None
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         name = args[0]
@@ -295,7 +318,10 @@ class AutoPipelineRedis(aioredis.Redis):
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         link = self._link
         if link is None:
-            link = self._link = _Link(self.connection_pool)
+            pool = self.connection_pool
+            link = self._link = Link(
+                lambda: open_connection(pool), pool.connection_kwargs.get("socket_timeout")
+            )
         wire = (*name.split(), *args[1:]) if " " in name else args
         try:
             try:

@@ -200,6 +200,13 @@ async def test_a_command_that_timed_out_is_not_sent_again(
         with pytest.raises(redis.exceptions.TimeoutError):
             await client.incr(key)
         await slow
+        # The late command runs once the master is free (it was sent); then a little more
+        # time, in which a resent one would have run too.
+        deadline = time.monotonic() + 5
+        while await client.get(key) != b"1":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
         assert await client.get(key) == b"1"
     finally:
         await client.delete(keys.CLUSTER.heartbeat("r-timeout"))
