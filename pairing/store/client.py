@@ -11,6 +11,7 @@ time instead of a hang.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -108,9 +109,26 @@ def is_cluster(client: Redis) -> bool:
 
 
 async def ping(client: Redis) -> bool:
-    """The store answers: the server, or on a cluster every master (each owns slots)."""
+    """The store answers: the server, or on a cluster at least one master.
+
+    On a cluster a master's failure takes only its slots away, and only until its replica is
+    promoted; every gateway replica sees the same, so taking replicas out of service would
+    not move that traffic anywhere better, while the other masters' slots are served as
+    usual. With every master silent, the first error is raised (an outage, as on one Redis).
+    """
     if isinstance(client, RedisCluster):
-        return bool(await client.ping(target_nodes=RedisCluster.PRIMARIES))
+        await client.initialize()  # (nothing to do unless there is no slot map yet)
+        primaries = client.get_primaries()
+        answers = await asyncio.gather(
+            *(client.ping(target_nodes=node) for node in primaries), return_exceptions=True
+        )
+        for answer in answers:
+            if answer is True:
+                return True
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        return False
     return bool(await client.ping())
 
 

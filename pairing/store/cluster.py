@@ -164,8 +164,7 @@ class _RedisCluster(RedisCluster):
         return await super().execute_command(*args, **kwargs)
 
     async def _pipelined(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
-        if self._initialize:
-            await self.initialize()
+        await self.initialize()  # (nothing to do once there is a slot map)
         name = args[0]
         slot = self._slot(name, args)
         retried = False
@@ -200,7 +199,7 @@ class _RedisCluster(RedisCluster):
             except (RedisConnectionError, ClusterDownError, SlotNotCoveredError) as exc:
                 if isinstance(exc, ClusterDownError) and not retried:
                     await asyncio.sleep(0.25)  # as upstream: a failover takes a moment
-                await self._refresh()
+                await self.refresh_slot_map()
                 if retried:
                     raise
                 retried = True
@@ -242,7 +241,7 @@ class _RedisCluster(RedisCluster):
             node = ClusterNode(host, port, PRIMARY, **self.nodes_manager.connection_kwargs)
         return node
 
-    async def _refresh(self) -> None:
+    async def refresh_slot_map(self) -> None:
         """A new slot map from the nodes that answer; callers failing together share one
         refresh, and one within ``_REFRESH_EVERY_S`` of the last is skipped."""
         task = self._refreshing
@@ -255,7 +254,7 @@ class _RedisCluster(RedisCluster):
             await asyncio.shield(task)
 
     def _refresh_soon(self) -> None:
-        task = asyncio.ensure_future(self._refresh())
+        task = asyncio.ensure_future(self.refresh_slot_map())
         _background.add(task)
         task.add_done_callback(_background.discard)
 
