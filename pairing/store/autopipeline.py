@@ -27,12 +27,13 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, ResponseError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pairing.store.upstream import (
@@ -63,6 +64,28 @@ PIPELINED = frozenset(
         "SCRIPT LOAD",
     }
 )
+
+
+#: Commands that write nothing: with ``Durability``, only the others wait for replicas.
+READS = frozenset(
+    {"GET", "MGET", "EXISTS", "SMEMBERS", "SISMEMBER", "XREVRANGE", "TIME", "PING", "ECHO"}
+    | {"SCRIPT LOAD", "SCRIPT"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """``redis.wait_replicas``: a write is acknowledged only once ``replicas`` replicas have
+    it (WAIT, one per batch of writes), else it fails with ``NotReplicated`` after
+    ``timeout_ms``. 0 replicas: off (Redis replication stays asynchronous)."""
+
+    replicas: int = 0
+    timeout_ms: int = 500
+
+
+class NotReplicated(RedisError):
+    """The write ran on the master, but not enough replicas confirmed it in time: the caller
+    is told UNAVAILABLE (it is not resent: it did run)."""
 
 
 class ConnectionLost(RedisConnectionError):
@@ -100,9 +123,17 @@ def packer(encoder: Any) -> Any:
 class Link:
     """One connection, a queue of callers waiting for replies in order, one flush per turn."""
 
-    def __init__(self, opener: Callable[[], Awaitable[Any]], socket_timeout: float | None) -> None:
+    def __init__(
+        self,
+        opener: Callable[[], Awaitable[Any]],
+        socket_timeout: float | None,
+        durability: Durability | None = None,
+    ) -> None:
         #: Makes a connected redis-py connection (a pool's kind, or a cluster node's).
         self._opener = opener
+        self._durability = durability if durability is not None and durability.replicas else None
+        #: The WAIT that ends the current batch, when it holds a write (``durability``).
+        self._barrier: asyncio.Future[Any] | None = None
         self._timeout: float | None = float(socket_timeout) if socket_timeout else None
         self._conn: Any = None
         self._writer: asyncio.StreamWriter | None = None
@@ -127,10 +158,39 @@ class Link:
         fut: asyncio.Future[Any] = loop.create_future()
         self._out.append(data)
         self._pending.append(fut)
+        barrier = self._barrier_for(args, loop)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        return await fut
+        reply = await fut
+        if barrier is not None:
+            await self._replicated(barrier)
+        return reply
+
+    def _barrier_for(
+        self, args: tuple[Any, ...], loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[Any] | None:
+        """With ``durability``, a write waits for the WAIT that closes its batch."""
+        if self._durability is None or args[0] in READS:
+            return None
+        barrier = self._barrier
+        if barrier is None:
+            barrier = self._barrier = loop.create_future()
+            barrier.add_done_callback(_retrieve)
+        return barrier
+
+    async def _replicated(self, barrier: asyncio.Future[Any]) -> None:
+        assert self._durability is not None
+        try:
+            acked = await barrier
+        except Exception as exc:
+            # The write's reply came, so it ran: never a ConnectionError, which would resend it.
+            raise NotReplicated(f"written, but not confirmed replicated: {exc!r}") from exc
+        if acked < self._durability.replicas:
+            raise NotReplicated(
+                f"written, but {acked} of {self._durability.replicas} replicas acknowledged it "
+                f"within {self._durability.timeout_ms} ms"
+            )
 
     async def call_asking(self, args: tuple[Any, ...]) -> Any:
         """``ASKING`` then ``args``, adjacent in one write (a cluster's ASK redirection: the
@@ -143,10 +203,14 @@ class Link:
         fut: asyncio.Future[Any] = loop.create_future()
         self._out += (self._pack(("ASKING",)), self._pack(args))
         self._pending += (asking, fut)
+        barrier = self._barrier_for(args, loop)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        return await fut
+        reply = await fut
+        if barrier is not None:
+            await self._replicated(barrier)
+        return reply
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -194,6 +258,13 @@ class Link:
         out = self._out
         if not out or self._writer is None:
             return
+        if self._barrier is not None:
+            assert self._durability is not None
+            # WAIT answers once the replicas have every write sent before it on this
+            # connection: one per batch covers all of the batch's writes.
+            out.append(self._pack(("WAIT", self._durability.replicas, self._durability.timeout_ms)))
+            self._pending.append(self._barrier)
+            self._barrier = None
         self._out = []
         self._writer.write(out[0] if len(out) == 1 else b"".join(out))
         if self._timeout is not None:
@@ -260,6 +331,9 @@ class Link:
     def _teardown(self, error: Exception) -> None:
         """Fail every waiting caller and drop the connection; the next call reconnects."""
         pending, self._pending = self._pending, deque()
+        if self._barrier is not None:
+            pending.append(self._barrier)  # (its batch was never written)
+            self._barrier = None
         self._out = []
         self._writer = None
         self._sent = self._replies = 0
@@ -311,6 +385,8 @@ class AutoPipelineRedis(aioredis.Redis):
     """A ``redis.asyncio.Redis`` whose ``PIPELINED`` commands share one pipelined link."""
 
     _link: Link | None = None
+    #: Set by ``store.connect`` (``redis.wait_replicas``).
+    durability: Durability | None = None
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         name = args[0]
@@ -320,7 +396,9 @@ class AutoPipelineRedis(aioredis.Redis):
         if link is None:
             pool = self.connection_pool
             link = self._link = Link(
-                lambda: open_connection(pool), pool.connection_kwargs.get("socket_timeout")
+                lambda: open_connection(pool),
+                pool.connection_kwargs.get("socket_timeout"),
+                self.durability,
             )
         wire = (*name.split(), *args[1:]) if " " in name else args
         try:

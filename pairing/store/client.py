@@ -22,7 +22,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from pairing.store.autopipeline import AutoPipelineRedis
+from pairing.store.autopipeline import AutoPipelineRedis, Durability
 
 MEMORY_SCHEME = "memory://"
 SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
@@ -58,8 +58,12 @@ def connect(
     socket_timeout: float = 2.0,
     connect_timeout: float = 1.0,
     max_connections: int | None = 64,
+    durability: Durability | None = None,
 ) -> Redis:
-    """Build a client for ``url``; nothing is sent until the first command."""
+    """Build a client for ``url``; nothing is sent until the first command.
+
+    ``durability`` (``redis.wait_replicas``) makes the pipelined commands' writes wait for
+    replicas; the embedded memory:// store has none and ignores it."""
     if is_memory_url(url):
         import fakeredis
 
@@ -79,6 +83,7 @@ def connect(
                 socket_timeout=socket_timeout,
                 connect_timeout=connect_timeout,
                 max_connections=max_connections,
+                durability=durability,
             ),
         )
     sentinel = url.startswith(SENTINEL_SCHEMES)
@@ -96,11 +101,15 @@ def connect(
     if max_connections is not None:
         options["max_connections"] = max_connections
     if sentinel:
-        return _sentinel_client(url, socket_timeout, connect_timeout, _unbounded(options))
-    # A blocking pool: with more callers than connections, a caller waits (up to the socket
-    # timeout) for a free connection instead of failing at once with MaxConnectionsError.
-    pool = aioredis.BlockingConnectionPool.from_url(url, timeout=socket_timeout, **options)
-    return AutoPipelineRedis.from_pool(pool)
+        client = _sentinel_client(url, socket_timeout, connect_timeout, _unbounded(options))
+    else:
+        # A blocking pool: with more callers than connections, a caller waits (up to the
+        # socket timeout) for a free connection instead of failing at once (MaxConnectionsError).
+        pool = aioredis.BlockingConnectionPool.from_url(url, timeout=socket_timeout, **options)
+        client = AutoPipelineRedis.from_pool(pool)
+    assert isinstance(client, AutoPipelineRedis)
+    client.durability = durability
+    return client
 
 
 def is_cluster(client: Redis) -> bool:

@@ -42,7 +42,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pairing.store.autopipeline import Link
+from pairing.store.autopipeline import Durability, Link
 from pairing.store.client import CLUSTER_SCHEMES, lost_connection_retry
 from pairing.store.upstream import EMPTY_RESPONSE, NEVER_DECODE, parse_reply
 
@@ -138,6 +138,9 @@ class _RedisCluster(RedisCluster):
     ERRORS_ALLOW_RETRY = (RedisConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
 
     _links: dict[str, Link] | None = None
+    #: Set by ``cluster_client`` (``redis.wait_replicas``): writes wait for each master's
+    #: replicas.
+    durability: Durability | None = None
     _refreshing: asyncio.Task[None] | None = None
     _refreshed_at: float = -1e9
 
@@ -231,7 +234,7 @@ class _RedisCluster(RedisCluster):
         link = links.get(node.name)
         if link is None:
             link = links[node.name] = Link(
-                lambda: _open(node), node.connection_kwargs.get("socket_timeout")
+                lambda: _open(node), node.connection_kwargs.get("socket_timeout"), self.durability
             )
         return link
 
@@ -293,6 +296,7 @@ def cluster_client(
     socket_timeout: float = 2.0,
     connect_timeout: float = 1.0,
     max_connections: int | None = 64,
+    durability: Durability | None = None,
 ) -> RedisCluster:
     """A cluster client with the single-node client's timeouts and retry rule.
 
@@ -320,4 +324,6 @@ def cluster_client(
     if max_connections is not None:
         options["max_connections"] = max_connections
     startup = [ClusterNode(host, port) for host, port in spec.nodes]
-    return _RedisCluster(startup_nodes=startup, **options)
+    client = _RedisCluster(startup_nodes=startup, **options)
+    client.durability = durability
+    return client
