@@ -247,17 +247,21 @@ is near 100% (it is when the faster server runs), ratios above about 0.85 cannot
 
 
 #: The sections this page keeps from one run to the next: the figures kept by hand, then
-#: ``make bench-cluster``'s (bench/cluster.py).
+#: ``make bench-cluster``'s (bench/cluster.py, bench/cluster_official.py).
 KEPT_BEGIN = "<!-- bench:kept-by-hand:begin -->"
 KEPT_END = "<!-- bench:kept-by-hand:end -->"
 
 
 def keep_sections(md: Path, text: str) -> str:
     """Append to the generated ``text`` the sections of ``md`` that other tools or people own."""
-    from bench.cluster import MARK_BEGIN, MARK_END
+    from bench import cluster, cluster_official
 
     old = md.read_text() if md.exists() else ""
-    for begin, end in ((KEPT_BEGIN, KEPT_END), (MARK_BEGIN, MARK_END)):
+    for begin, end in (
+        (KEPT_BEGIN, KEPT_END),
+        (cluster.MARK_BEGIN, cluster.MARK_END),
+        (cluster_official.MARK_BEGIN, cluster_official.MARK_END),
+    ):
         if begin in old and end in old:
             section = begin + old.split(begin, 1)[1].split(end, 1)[0] + end
             text = text.rstrip("\n") + "\n\n" + section + "\n"

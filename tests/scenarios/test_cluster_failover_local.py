@@ -23,11 +23,11 @@ import pytest
 from redis.crc import key_slot
 
 from pairing import keys
-from tests.backends import Backend
-from tests.cluster_helpers import Heartbeats, bad_log_lines, pair, register, wait_ready
-from tests.gw_helpers import Client, GatewayProcess
-from tests.redis_cluster_proc import RedisClusterProcess
-from tests.redis_proc import RedisProcess
+from tests.support.backends import Backend
+from tests.support.gateways import Client, GatewayProcess
+from tests.support.redis_cluster import RedisClusterProcess
+from tests.support.redis_server import RedisProcess
+from tests.support.replicas import Heartbeats, bad_log_lines, pair, register, wait_ready
 
 Start = Callable[..., GatewayProcess]
 Connect = Callable[..., Any]

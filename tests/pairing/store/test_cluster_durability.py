@@ -29,8 +29,8 @@ from redis.crc import key_slot
 
 from pairing.store import connect
 from pairing.store.autopipeline import Durability, NotReplicated
-from tests.redis_cluster_proc import RedisClusterProcess
-from tests.redis_proc import RedisProcess
+from tests.support.redis_cluster import RedisClusterProcess
+from tests.support.redis_server import RedisProcess
 
 #: The counter and the values share a hash tag: one master, one replica.
 COUNTER = "resume:{durable-app}:out:seq"
