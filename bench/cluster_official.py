@@ -24,8 +24,10 @@ Redis CPU comes from /proc/<pid>/stat over the load's measured window (which sta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -534,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kit}: no bench/node_modules/socket.io-client (install the kit)", file=sys.stderr)
         return 2
     skip = set(filter(None, args.skip.split(",")))
+    with contextlib.suppress(ValueError, OSError):  # (root may raise the hard limit too)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
     raise_nofile_limit()
     procs = Procs()
     started_load = _loadavg()

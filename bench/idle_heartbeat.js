@@ -68,6 +68,15 @@ async function main() {
   const rssBefore = pid ? rssKiB(pid) : null;
   const t0 = Date.now();
   let next = 0;
+  // Each runner beats every `every` seconds from its registration on, as a runner does (one
+  // that stopped beating for heartbeat.timeout_s would be swept as offline).
+  let acks = 0;
+  let stopping = false;
+  const timers = [];
+  const beat = (s, id) => {
+    if (stopping) return;
+    call(s, 'runner:heartbeat', { runnerId: id }).then((r) => { if (r && r.success) acks++; });
+  };
   const worker = async () => {
     while (next < o.clients) {
       const i = next++;
@@ -76,6 +85,7 @@ async function main() {
         const s = await connect();
         await call(s, 'runner:register', { runnerId: id });
         sockets.push({ s, id });
+        timers.push(setInterval(() => beat(s, id), o.every * 1000));
       } catch (e) {
         countError(`connect:${e.message}`);
       }
@@ -86,17 +96,6 @@ async function main() {
   const setupS = (Date.now() - t0) / 1000;
   const setupErrors = errors;
   log(`${sockets.length}/${o.clients} registered in ${setupS.toFixed(1)} s; heartbeating every ${o.every} s for ${o.hold} s`);
-  // Each runner beats every `every` seconds, at its own phase, as independent runners would.
-  let acks = 0;
-  let stopping = false;
-  const timers = sockets.map(({ s, id }, i) => {
-    const beat = () => {
-      if (stopping) return;
-      call(s, 'runner:heartbeat', { runnerId: id }).then((r) => { if (r && r.success) acks++; });
-    };
-    const first = setTimeout(() => { beat(); timers[i] = setInterval(beat, o.every * 1000); }, (i / sockets.length) * o.every * 1000);
-    return first;
-  });
   // One full period to settle into the rhythm, then the measured hold.
   await sleep(o.every * 1000);
   const rssSetup = pid ? rssKiB(pid) : null;
@@ -109,7 +108,7 @@ async function main() {
   const cpu1 = pid ? cpuTicks(pid) : null;
   const rssEnd = pid ? rssKiB(pid) : null;
   stopping = true;
-  for (const t of timers) { clearTimeout(t); clearInterval(t); }
+  for (const t of timers) clearInterval(t);
   const res = {
     clients: o.clients,
     connected: sockets.length,

@@ -17,7 +17,8 @@ Failure semantics, which the gateway's UNAVAILABLE acks rely on:
   next call connects anew; a call whose connection closed under it is sent once more on a
   new one, as the pooled path's single retry does after a Redis restart;
 - no reply for ``socket_timeout`` while calls wait (a frozen server, a dead network)
-  fails them with TimeoutError and drops the connection;
+  fails them with TimeoutError and drops the connection (replies already received when the
+  loop was too busy to read them are read first);
 - a timed-out call is never sent again: the server may have run it (see ``store.connect``).
 """
 
@@ -142,7 +143,11 @@ class Link:
         self._pending: deque[asyncio.Future[Any]] = deque()
         self._out: list[bytes] = []
         self._flush_scheduled = False
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog: asyncio.Handle | None = None
+        #: Loop time of the last reply read, and whether ``_check`` is giving the reader
+        #: one more turn before it fails the callers.
+        self._read_at = 0.0
+        self._confirming = False
         self._sent = 0  # requests written on this connection
         self._replies = 0  # replies read on this connection
         #: (requests written up to and including a flush, the flush's loop time)
@@ -283,6 +288,8 @@ class Link:
                 if not data:
                     raise ConnectionLost("Connection closed by server.")
                 parser.feed(data)
+                if self._timeout is not None:
+                    self._read_at = asyncio.get_running_loop().time()
                 demoted = False
                 while (reply := parser.gets()) is not False:
                     self._replies += 1
@@ -310,21 +317,34 @@ class Link:
             self._teardown(ConnectionLost(f"Error while reading from Redis: {exc!r}"))
 
     def _check(self) -> None:
-        """The oldest unanswered request has waited a whole socket timeout: as redis-py's
-        per-read timeout would, fail the callers and drop the connection."""
+        """Requests have waited a whole socket timeout with no reply read meanwhile: as
+        redis-py's per-read timeout would, fail the callers and drop the connection.
+
+        The clock runs from the later of the oldest unanswered request's flush and the last
+        reply read: a server answering a long backlog is alive. And before failing, one more
+        turn of the loop: after the loop was too busy to run for a while (CPU starvation, a
+        burst of work), replies already received are read first, in that turn, rather than
+        failing callers whose answers are waiting in the socket.
+        """
         self._watchdog = None
         flushes = self._flushes
         while flushes and flushes[0][0] <= self._replies:
             flushes.popleft()  # every request of that flush has its reply
         if not flushes:
+            self._confirming = False
             return
         assert self._timeout is not None
         loop = asyncio.get_running_loop()
-        due = flushes[0][1] + self._timeout
-        if loop.time() >= due:
-            self._teardown(RedisTimeoutError("Timeout reading from Redis"))
-        else:
+        due = max(flushes[0][1], self._read_at) + self._timeout
+        if loop.time() < due:
+            self._confirming = False
             self._watchdog = loop.call_at(due, self._check)
+        elif not self._confirming:
+            self._confirming = True
+            self._watchdog = loop.call_soon(self._check)
+        else:
+            self._confirming = False
+            self._teardown(RedisTimeoutError("Timeout reading from Redis"))
 
     # -- ending -------------------------------------------------------------------------------
 
@@ -341,6 +361,7 @@ class Link:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+        self._confirming = False
         task, self._reader_task = self._reader_task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()

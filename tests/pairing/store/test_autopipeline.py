@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from typing import Any
 
 import pytest
@@ -107,6 +108,25 @@ async def test_a_frozen_server_times_out_once_and_the_link_recovers(
         assert all(isinstance(r, RedisTimeoutError) for r in results), results
         assert waited < 2.0  # bounded by the socket timeout, not by the freeze
         assert await client.get("k") == b"v"  # a new connection works
+    finally:
+        await client.aclose()
+
+
+async def test_a_loop_too_busy_to_read_for_a_timeout_does_not_fail_answered_calls(
+    own_redis: RedisProcess,
+) -> None:
+    """The event loop blocked longer than the socket timeout (CPU starvation, a burst of
+    work) while the reply sat in the socket: the call gets its reply, not TimeoutError (the
+    watchdog's timer would otherwise run before the reader in the loop's next turn)."""
+    client = connect(own_redis.url, socket_timeout=0.3)
+    try:
+        await client.set("k", "v")
+        call = asyncio.ensure_future(client.get("k"))
+        await asyncio.sleep(0)  # the call runs and schedules its flush ...
+        # ... and right after the flush, in the same turn, the loop is blocked for twice the
+        # timeout; the reply arrives meanwhile.
+        asyncio.get_running_loop().call_soon(time.sleep, 0.6)
+        assert await call == b"v"
     finally:
         await client.aclose()
 
