@@ -143,6 +143,7 @@ class _RedisCluster(RedisCluster):
     durability: Durability | None = None
     _refreshing: asyncio.Task[None] | None = None
     _refreshed_at: float = -1e9
+    _map_loaded: asyncio.Event | None = None
 
     async def initialize(
         self,
@@ -264,9 +265,17 @@ class _RedisCluster(RedisCluster):
     async def _reload(self) -> None:
         try:
             await self.nodes_manager.initialize()
+            self.slot_map_loaded().set()  # (the sharded subscriber resubscribes on it)
         finally:
             self._refreshing = None
             self._refreshed_at = asyncio.get_running_loop().time()
+
+    def slot_map_loaded(self) -> asyncio.Event:
+        """Set whenever a refresh loaded the slot map (a waiter clears it first): a failover
+        found by a command is then found by the sharded subscriber at once too."""
+        if self._map_loaded is None:
+            self._map_loaded = asyncio.Event()
+        return self._map_loaded
 
     async def aclose(self) -> None:
         links, self._links = self._links, None

@@ -286,9 +286,9 @@ class ShardedSubscriber(Subscriber):
     async def _repair(self) -> None:
         """Until every orphaned channel is subscribed again: a new slot map, then each
         owner's channels on it, one connection attempt per owner (a failed master's slots
-        answer once its replica is promoted). Retried every 50 ms, slowing to 200 ms: a
-        promotion is found within that, and the slot map is asked for at most every
-        ``_REFRESH_EVERY_S`` by the cluster client."""
+        answer once its replica is promoted). Retried every 50 ms, slowing to 200 ms, and at
+        once whenever the cluster client loads a new slot map (a command found the promoted
+        replica); the map is asked for at most every 100 ms by the cluster client."""
         pause = 0.05
         try:
             while self._orphans and not self._broken:
@@ -318,7 +318,7 @@ class ShardedSubscriber(Subscriber):
                             self._orphans.discard(channel)
                             self.resubscribed += 1
                 if self._orphans:
-                    await asyncio.sleep(pause)
+                    await _map_reload_or(self._cluster, pause)
                     pause = min(pause * 2, 0.2)
         finally:
             self._repairing = None
@@ -398,6 +398,19 @@ async def _reload_slot_map(cluster: RedisCluster) -> None:
             await refresh()
         else:
             await cluster.nodes_manager.initialize()
+
+
+async def _map_reload_or(cluster: RedisCluster, pause: float) -> None:
+    """Sleep ``pause`` seconds, or less if the cluster client loads a slot map meanwhile (a
+    command that found the promoted replica: its channels can move there at once)."""
+    loaded = getattr(cluster, "slot_map_loaded", None)
+    if loaded is None:
+        await asyncio.sleep(pause)
+        return
+    event: asyncio.Event = loaded()
+    event.clear()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), pause)
 
 
 #: Connections of dropped links being closed, kept referenced until done.
