@@ -5,7 +5,8 @@ app on one and its runner on the other, every key and room channel of both on ma
 A second pair's rooms are on master B, which is SIGKILLed while both directions of the
 first pair stream; A's pair must lose nothing: every
 acked ``app:command`` reaches the runner and every acked ``runner:output`` the app, once,
-in order, with consecutive seqs and no ``terminal:gap``. How long the pair's traffic paused
+in order, with consecutive seqs and no ``terminal:gap``; and ``/readyz`` of both gateways
+answers 200 throughout the failover. How long the pair's traffic paused
 (the longest silence at each receiver around the kill, beside the same before it) is
 printed, not asserted: speed is measured, not tested.
 """
@@ -27,7 +28,14 @@ from tests.support.backends import Backend
 from tests.support.gateways import Client, GatewayProcess
 from tests.support.redis_cluster import RedisClusterProcess
 from tests.support.redis_server import RedisProcess
-from tests.support.replicas import Heartbeats, bad_log_lines, pair, register, wait_ready
+from tests.support.replicas import (
+    Heartbeats,
+    bad_log_lines,
+    get_status,
+    pair,
+    register,
+    wait_ready,
+)
 
 Start = Callable[..., GatewayProcess]
 Connect = Callable[..., Any]
@@ -128,6 +136,17 @@ class Sender:
             await self._task
 
 
+async def _probe_ready(
+    gateways: list[GatewayProcess], seen: list[tuple[float, int, dict[str, Any]]]
+) -> None:
+    """Ask every gateway's /readyz every 100 ms until cancelled; (time, status, body) each."""
+    while True:
+        for gw in gateways:
+            status, body = await get_status(gw.url + "/readyz", timeout=5)
+            seen.append((time.monotonic(), status, body))
+        await asyncio.sleep(0.1)
+
+
 async def _until_end(client: Client, event: str) -> None:
     """Until ``client`` has got the barrier message of ``event`` (it polls the queue,
     which the recorder fills, without taking from it)."""
@@ -177,13 +196,20 @@ async def test_a_master_killed_pauses_nothing_on_the_other_masters(
     baseline_end = time.monotonic()
     killed_at = time.monotonic()
     cluster.kill_master(victim)
+    readiness: list[tuple[float, int, dict[str, Any]]] = []
+    probing = asyncio.create_task(_probe_ready([a, b], readiness))
     await asyncio.to_thread(cluster.wait_promoted, victim)
     promoted_at = time.monotonic()
+    probing.cancel()
+    answers = await asyncio.gather(probing, return_exceptions=True)
+    # /readyz stayed 200 on both replicas from the kill to the promotion: they could serve
+    # every slot that was up (checked every 100 ms).
+    assert readiness, answers
+    assert [(t, status, body) for t, status, body in readiness if status != 200] == []
     await asyncio.sleep(2)  # and some traffic after the promotion
     await commands.stop()
     await outputs.stop()
     end = time.monotonic()
-    # Both replicas stayed ready throughout (checked after: they are now).
     await asyncio.gather(wait_ready(a), wait_ready(b))
 
     # Barriers: everything relayed before them has arrived once they have.
