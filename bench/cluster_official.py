@@ -28,145 +28,213 @@ import contextlib
 import json
 import os
 import resource
-import shutil
+import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.official import kit_path
-from bench.procs import (
-    ROOT,
-    Managed,
-    Procs,
-    cpu_seconds,
-    free_port,
-    raise_nofile_limit,
-    start_gateway,
-)
+import redis
+import yaml
 
+from bench.cluster import cpu_seconds
+from bench.official import kit_path
+from tests.support.redis_cluster import RedisClusterProcess
+from tests.support.redis_server import RedisProcess, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+LOGS = ROOT / "bench" / "results" / "logs"
 MARK_BEGIN = "<!-- bench.cluster-official:begin -->"
 MARK_END = "<!-- bench.cluster-official:end -->"
 IDLE_S = 2.0
-#: The redis-servers' folders, removed at the end.
-_workdirs: list[str] = []
 GATEWAY_CPU = 0
 LOAD_CPU = 1
+#: Production settings (the contract's defaults) with quiet logs; the load registers
+#: thousands of runners from one address, so the registration limit is lifted.
+GATEWAY_CONFIG: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "heartbeat": {"interval_s": 10, "timeout_s": 30, "ttl_s": 60},
+    "sweep_interval_s": 5,
+    "rate_limit": {"pair_failures": 5, "window_s": 60, "registrations": 1_000_000_000},
+    "log_format": "json",
+    "log_level": "warning",
+}
 
 
 @dataclass
-class RedisNode:
+class Managed:
+    """A process this benchmark started, pinned to a CPU, logging to a file."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Procs:
+    """Everything started here, stopped by pid (SIGTERM, then SIGKILL)."""
+
+    def __init__(self) -> None:
+        self.running: list[Managed] = []
+        LOGS.mkdir(parents=True, exist_ok=True)
+
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        cpu: int,
+        pipes: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> Managed:
+        log_path = LOGS / f"{name}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                ["taskset", "-c", str(cpu), *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if pipes else log,
+                stderr=log,
+                cwd=ROOT,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )
+        managed = Managed(name, proc, log_path)
+        self.running.append(managed)
+        return managed
+
+    def stop(self, managed: Managed, grace: float = 5.0) -> None:
+        proc = managed.proc
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        if proc.stdout is not None:
+            with contextlib.suppress(OSError):
+                proc.stdout.close()
+        if managed in self.running:
+            self.running.remove(managed)
+
+    def stop_all(self) -> None:
+        for managed in list(self.running):
+            self.stop(managed)
+
+
+@dataclass
+class Gateway:
     managed: Managed
     port: int
-    workdir: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:
         return self.managed.pid
 
 
-def _redis(procs: Procs, name: str, *extra: str) -> RedisNode:
+def start_gateway(
+    procs: Procs, name: str, redis_url: str, overrides: dict[str, Any] | None = None
+) -> Gateway:
     port = free_port()
-    workdir = tempfile.mkdtemp(prefix="bench-redis-")
-    binary = shutil.which("redis-server") or "redis-server"
-    argv = [
-        binary,
-        *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
-        *("--dir", workdir, *extra),
-    ]
-    node = RedisNode(procs.spawn(name, argv, cpu=LOAD_CPU), port, workdir)
-    _workdirs.append(workdir)
-    deadline = time.monotonic() + 10
-    while _cli(node.port, "PING") != "PONG":
+    cfg = {**GATEWAY_CONFIG, **(overrides or {}), "redis_url": redis_url, "port": port}
+    cfg_path = LOGS / f"{name}.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    managed = procs.spawn(
+        name, [sys.executable, "-m", "gateway", "--config", str(cfg_path)], cpu=GATEWAY_CPU
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        if not managed.alive():
+            raise RuntimeError(f"{name} exited early:\n{managed.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
+                if resp.status == 200:
+                    return Gateway(managed, port)
+        except OSError:
+            pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not start:\n{node.managed.log_tail()}")
-        time.sleep(0.05)
-    return node
-
-
-def _cli(port: int, *args: str) -> str:
-    try:
-        out = subprocess.run(
-            ["redis-cli", "-p", str(port), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return ""
-    return out.stdout.strip()
+            raise RuntimeError(f"{name} not ready:\n{managed.log_tail()}")
+        time.sleep(0.1)
 
 
 @dataclass
 class Stores:
-    single: RedisNode
-    masters: list[RedisNode]
-    replicas: list[RedisNode]
+    """One redis-server and a 3-master cluster with 3 replicas (the tests' launchers), every
+    node pinned to the load's CPU."""
+
+    single: RedisProcess
+    #: One Redis has a replica too, as a deployment with Sentinel does: both stores pay for
+    #: replication alike (a master feeds its replica every write).
+    single_replica: RedisProcess
+    cluster: RedisClusterProcess
+    masters: list[RedisProcess]
+    replicas: list[RedisProcess]
 
     @property
     def single_url(self) -> str:
-        return f"redis://127.0.0.1:{self.single.port}/0"
+        return self.single.url
 
     @property
     def cluster_url(self) -> str:
-        nodes = [*self.masters, *self.replicas]
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
+        return self.cluster.url
 
     def flush(self) -> None:
         for node in (self.single, *self.masters):
-            _cli(node.port, "FLUSHALL")
+            with redis.Redis(port=node.port, socket_timeout=10) as c:
+                c.flushall()
+
+    def close(self) -> None:
+        self.single_replica.close()
+        self.single.close()
+        self.cluster.close()
 
 
-def start_stores(procs: Procs) -> Stores:
-    single = _redis(procs, "redis-single")
-    nodes = [
-        _redis(
-            procs,
-            f"redis-node{i}",
-            *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
-            *("--cluster-port", str(free_port()), "--repl-diskless-sync-delay", "0"),
-            *("--cluster-require-full-coverage", "no"),
-        )
-        for i in range(6)
-    ]
-    subprocess.run(
-        [
-            *("redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes)),
-            *("--cluster-replicas", "1", "--cluster-yes"),
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=60,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        roles = {n.port: _cli(n.port, "ROLE").split("\n", 1)[0] for n in nodes}
-        states = [_cli(n.port, "CLUSTER", "INFO") for n in nodes]
-        links = [
-            "master_link_status:up" in _cli(n.port, "INFO", "replication")
-            for n in nodes
-            if roles[n.port] == "slave"
-        ]
-        if (
-            all("cluster_state:ok" in s for s in states)
-            and list(roles.values()).count("master") == 3
-            and len(links) == 3
-            and all(links)
-        ):
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"cluster not ready: {roles}")
-        time.sleep(0.2)
-    masters = [n for n in nodes if roles[n.port] == "master"]
-    replicas = [n for n in nodes if roles[n.port] != "master"]
-    return Stores(single, masters, replicas)
+def start_stores() -> Stores:
+    single = RedisProcess()
+    single.start()
+    replica = RedisProcess(extra_args=("--replicaof", "127.0.0.1", str(single.port)))
+    replica.start()
+    cluster = RedisClusterProcess(node_timeout_ms=15_000)  # (the server's default)
+    try:
+        cluster.start()
+        deadline = time.monotonic() + 30
+        while redis.Redis(port=replica.port).info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the one Redis's replica did not sync")
+            time.sleep(0.1)
+    except BaseException:
+        replica.close()
+        single.close()
+        cluster.close()
+        raise
+    for node in (single, replica, *cluster.nodes):
+        os.sched_setaffinity(node.pid, {LOAD_CPU})
+    masters = cluster.master_nodes()
+    replicas = [n for n in cluster.nodes if n not in masters]
+    return Stores(single, replica, cluster, masters, replicas)
 
 
 @dataclass
@@ -238,8 +306,8 @@ def run_load(
     return Load(result, cpu)
 
 
-def _gateway(procs: Procs, name: str, url: str) -> Any:
-    return start_gateway(procs, name, url, cpu=GATEWAY_CPU)
+def _gateway(procs: Procs, name: str, url: str) -> Gateway:
+    return start_gateway(procs, name, url)
 
 
 def _stop(procs: Procs, managed: Managed) -> None:
@@ -264,7 +332,7 @@ def side_by_side(
                 stores.flush()
                 url = stores.single_url if store == "single" else stores.cluster_url
                 redis = (
-                    {"single": stores.single.pid}
+                    {"single": stores.single.pid, "replica0": stores.single_replica.pid}
                     if store == "single"
                     else {
                         **{f"master{i}": n.pid for i, n in enumerate(stores.masters)},
@@ -375,13 +443,7 @@ def idle_connections(
     procs: Procs, kit: Path, stores: Stores, args: argparse.Namespace
 ) -> dict[str, Any]:
     stores.flush()
-    gw = start_gateway(
-        procs,
-        "gw-idle",
-        stores.cluster_url,
-        cpu=GATEWAY_CPU,
-        overrides={"heartbeat": {"interval_s": 10, "timeout_s": 30, "ttl_s": 60}},
-    )
+    gw = start_gateway(procs, "gw-idle", stores.cluster_url)
     load_avg = _loadavg()
     try:
         argv = [
@@ -428,8 +490,9 @@ def render(
         "",
         f"`make bench-cluster` (`bench/cluster_official.py`): the official socket.io-client "
         f"4.8 (the load kit's `load.js`, websocket) drives one gateway process (CPU 0) on one "
-        f"redis-server and on a 3-master cluster with 3 replicas (every redis-server and the "
-        f"load on CPU 1), the two alternating run by run; {args.runs} runs each of "
+        f"redis-server with a replica (as with Sentinel) and on a 3-master cluster with 3 "
+        f"replicas (every redis-server and the load on CPU 1), the two alternating run by run; "
+        f"{args.runs} runs each of "
         f"{args.seconds} s after {args.warmup} s of warm-up; medians. Redis CPU is each "
         "redis-server's /proc CPU over the measured window, idle CPU taken off, divided by "
         "the acks (heartbeat) or round trips (relay: app:command -> terminal:input -> "
@@ -439,8 +502,8 @@ def render(
         "one run, rather than the absolute figures).",
         "",
         "| scenario | one Redis: Redis µs/op | 3 masters: Redis µs/op (sum) | ratio | per master "
-        "µs/op | replicas µs/op (sum) | one Redis ops/s | 3 masters ops/s | error acks "
-        "(one Redis / 3 masters) |",
+        "µs/op | replicas µs/op (one Redis's / the cluster's, sum) | one Redis ops/s | 3 "
+        "masters ops/s | error acks (one Redis / 3 masters) |",
         "|---|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     labels = {
@@ -459,6 +522,7 @@ def render(
             f"| {labels[scenario]} | {_f(s_us)} | {_f(c_us)} | "
             f"{_f(c_us / s_us if c_us and s_us else None, 2)}x | "
             f"{' / '.join(_f(v) for v in per_master)} | "
+            f"{_f(_median([r['replicas_us_per_op'] for r in single]))} / "
             f"{_f(_median([r['replicas_us_per_op'] for r in cluster]))} | "
             f"{_f(_median([r['ops_per_s'] for r in single]), 0)} | "
             f"{_f(_median([r['ops_per_s'] for r in cluster]), 0)} | "
@@ -538,18 +602,18 @@ def main(argv: list[str] | None = None) -> int:
     skip = set(filter(None, args.skip.split(",")))
     with contextlib.suppress(ValueError, OSError):  # (root may raise the hard limit too)
         resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
-    raise_nofile_limit()
     procs = Procs()
     started_load = _loadavg()
+    stores: Stores | None = None
     try:
-        stores = start_stores(procs)
+        stores = start_stores()
         rows = side_by_side(procs, kit, stores, args) if "sides" not in skip else []
         scaling = replicas_scaling(procs, kit, stores, args) if "scaling" not in skip else []
         idle = idle_connections(procs, kit, stores, args) if "idle" not in skip else None
     finally:
         procs.stop_all()
-        for workdir in _workdirs:
-            shutil.rmtree(workdir, ignore_errors=True)
+        if stores is not None:
+            stores.close()
     text = render(rows, scaling, idle, args, started_load, _loadavg())
     print(text)
     if args.out:
