@@ -11,7 +11,6 @@ time instead of a hang.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -126,18 +125,9 @@ async def ping(client: Redis) -> bool:
     usual. With every master silent, the first error is raised (an outage, as on one Redis).
     """
     if isinstance(client, RedisCluster):
-        await client.initialize()  # (nothing to do unless there is no slot map yet)
-        primaries = client.get_primaries()
-        answers = await asyncio.gather(
-            *(client.ping(target_nodes=node) for node in primaries), return_exceptions=True
-        )
-        for answer in answers:
-            if answer is True:
-                return True
-        for answer in answers:
-            if isinstance(answer, BaseException):
-                raise answer
-        return False
+        from pairing.store.cluster import any_master_answers  # (it imports this module)
+
+        return await any_master_answers(client)
     return bool(await client.ping())
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -213,6 +214,15 @@ class _RedisCluster(RedisCluster):
                 raise
         return await parse_reply(self, name, response, options)
 
+    def master_pings(self) -> list[Awaitable[Any]]:
+        """A PING of every master on its pipelined link (b"PONG" or the error each).
+
+        Not redis-py's ``ping(target_nodes=...)``: a master that does not answer there marks
+        the whole client for a full reload (the slot map and the command table) before its
+        next command, which every command of every healthy master would then wait for, on
+        every readiness probe while one master is down."""
+        return [self._link(node).call(("PING",)) for node in self.get_primaries()]
+
     def _slot(self, name: str, args: tuple[Any, ...]) -> int:
         """The one slot of the command's keys; keys of several slots are refused here, as
         upstream does (RedisClusterException), before anything is sent."""
@@ -282,6 +292,30 @@ class _RedisCluster(RedisCluster):
         for link in (links or {}).values():
             await link.aclose()
         await super().aclose()
+
+
+async def any_master_answers(client: RedisCluster) -> bool:
+    """True as soon as one master answers PING; with none answering, the first error."""
+    await client.initialize()
+    if isinstance(client, _RedisCluster):
+        calls = client.master_pings()
+    else:
+        calls = [client.ping(target_nodes=node) for node in client.get_primaries()]
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    first: BaseException | None = None
+    try:
+        for done in asyncio.as_completed(tasks):
+            try:
+                if await done in (True, b"PONG", "PONG"):
+                    return True
+            except Exception as exc:
+                first = first or exc
+    finally:
+        for task in tasks:
+            task.cancel()
+    if first is not None:
+        raise first
+    return False
 
 
 #: Background refreshes, kept referenced until done.
