@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -17,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pairing import connect
 from pairing.store import Redis
-from pairing.store.autopipeline import AutoPipelineRedis
+from pairing.store.autopipeline import AutoPipelineRedis, Durability, NotReplicated
 from tests.support.redis_server import RedisProcess
 
 
@@ -317,4 +318,26 @@ async def test_a_finished_failed_attempt_not_yet_cleared_is_not_waited_on_again(
         link._connecting = stale  # finished, failed, and not cleared
         assert await client.get("k") is None
     finally:
+        await client.aclose()
+
+
+async def test_wait_replicas_on_one_redis_refuses_writes_no_replica_confirmed(
+    redis_url: str,
+) -> None:
+    """``redis.wait_replicas`` on one Redis (no replica here): a write runs, but its caller
+    is told NotReplicated (an UNAVAILABLE ack) after the wait; reads do not wait."""
+    client = connect(redis_url, durability=Durability(replicas=1, timeout_ms=50))
+    try:
+        with pytest.raises(NotReplicated):
+            await client.set("durable", "v")
+        assert await client.get("durable") == b"v"  # it did run (and is not sent again)
+        # Writes of one loop turn share one WAIT; each is told.
+        results = await asyncio.gather(
+            client.set("durable-a", "1"), client.set("durable-b", "2"), return_exceptions=True
+        )
+        assert all(isinstance(r, NotReplicated) for r in results), results
+        assert await client.mget("durable-a", "durable-b") == [b"1", b"2"]
+    finally:
+        with contextlib.suppress(NotReplicated):  # (deleted, and told so)
+            await client.delete("durable", "durable-a", "durable-b")
         await client.aclose()
