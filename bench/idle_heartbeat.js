@@ -83,9 +83,13 @@ async function main() {
       const id = `idle-hb-${run}-${i}`;
       try {
         const s = await connect();
-        await call(s, 'runner:register', { runnerId: id });
-        sockets.push({ s, id });
-        timers.push(setInterval(() => beat(s, id), o.every * 1000));
+        const ack = await call(s, 'runner:register', { runnerId: id });
+        if (ack && ack.success) {
+          sockets.push({ s, id });
+          timers.push(setInterval(() => beat(s, id), o.every * 1000));
+        } else {
+          s.disconnect(); // (counted as an error; a real runner would retry)
+        }
       } catch (e) {
         countError(`connect:${e.message}`);
       }
