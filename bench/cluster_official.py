@@ -561,13 +561,24 @@ def render(
             f"MiB ({_f((idle.get('rss_before_kib') or 0) / 1024, 0)} MiB before the "
             f"connections, {_f(rss_conn)} KiB per connection), gateway CPU "
             f"{_f(idle.get('server_cpu_pct'))} % of one core for "
-            f"{_f(idle.get('heartbeats_per_s'), 0)} heartbeats/s; error acks "
-            f"{idle.get('hold_errors')} (setup: {idle.get('setup_errors')}, connected and "
-            f"registered in {idle.get('setup_s')} s). Load average at the start: "
+            f"{_f(idle.get('heartbeats_per_s'), 0)} heartbeats/s, with "
+            f"{idle.get('hold_errors')} error acks. Connecting and registering them took "
+            f"{idle.get('setup_s')} s with the gateway's core saturated, meanwhile: "
+            f"{_kinds(idle.get('error_kinds') or {})} (the UNAVAILABLE acks are the "
+            "gateway's own `store_timeout_s` deadline, events queued behind the handshakes; a "
+            "runner whose registration failed was disconnected). Load average at the start: "
             f"{idle.get('loadavg')}.",
         ]
     lines += ["", MARK_END, ""]
     return "\n".join(lines)
+
+
+def _kinds(kinds: dict[str, int]) -> str:
+    """``{"runner:heartbeat:UNAVAILABLE": 3, ...}`` as "3 x `runner:heartbeat:UNAVAILABLE`"."""
+    if not kinds:
+        return "no errors"
+    parts = sorted(kinds.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{n} x `{k}`" for k, n in parts)
 
 
 def write_section(text: str, path: Path) -> None:
