@@ -64,6 +64,7 @@ run: $(STAMP)
 # --seconds 5" (python -m bench.official --help).
 BENCH_ARGS ?=
 BENCH_E2E_ARGS ?=
+BENCH_CLUSTER_ARGS ?=
 BENCH_REFERENCE ?=
 BENCH_REFERENCE_LABEL ?= reference
 
@@ -76,10 +77,14 @@ bench: $(STAMP)
 bench-e2e: $(STAMP)
 	$(PY) -m bench.e2e $(BENCH_E2E_ARGS)
 
-# Redis CPU per heartbeat and per relayed message, one Redis beside a 3-master cluster
-# (about 1 min); its own section of docs/benchmarks.md
+# Redis CPU per heartbeat and per relayed message, one Redis beside a 3-master cluster: the
+# services alone (bench.cluster, about 1 min), then under the official client from the kit in
+# BENCH_KIT (bench.cluster_official: side by side, 1-3 replicas, 20,000 idle connections;
+# about 10 min; BENCH_CLUSTER_ARGS="--runs 1 --idle-clients 2000" for a shorter run); each
+# writes its own section of docs/benchmarks.md
 bench-cluster: $(STAMP)
 	$(PY) -m bench.cluster $(BENCH_ARGS)
+	$(PY) -m bench.cluster_official $(BENCH_CLUSTER_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

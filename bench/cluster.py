@@ -3,8 +3,8 @@ message on one Redis and on a 3-master Redis Cluster (3 replicas), and its sprea
 
 What it measures is Redis's side only: CPU seconds of each redis-server process
 (/proc/<pid>/stat) across a fixed number of operations, divided by that number. The gateway
-side is not measured here (the cluster client is redis-py's, the single-node one the pipelined
-link; see docs/benchmarks.md's main sections for the gateway).
+side is not measured here (both clients pipeline: the single-node link, and one such link per
+master on the cluster; see docs/benchmarks.md's main sections for the gateway).
 
 Both stores run the gateway's own services, built as ``gateway.app`` builds them for the
 URL (``pairing.keys.layout_for``), so the per-operation command mix is whatever the services
@@ -276,10 +276,10 @@ def render(
         "has 3 masters and 3 replicas; the replicas' CPU is shown apart. Each server's idle "
         "CPU (measured for 2 s before each run) is taken off.",
         "",
-        '"One Redis" is the gateway\'s pipelined link (many commands per write); "one '
-        "Redis, unbatched\" is redis-py's pooled client, one command per write, which is "
-        "how redis-py's cluster client sends them: the difference between those two columns "
-        "is batching, the rest is the cluster.",
+        '"One Redis" is the gateway\'s pipelined link (many commands per write), and the '
+        'cluster has one such link per master; "one Redis, unbatched" is redis-py\'s pooled '
+        "client, one command per write (how redis-py's own cluster client would send them): "
+        "the difference between those two columns is batching.",
         "",
         "| operation | one Redis µs/op | one Redis, unbatched µs/op | cluster masters µs/op "
         "(sum) | per master µs/op | replicas µs/op (sum) |",

@@ -35,6 +35,7 @@ from pairing import (
 from pairing.recovery import RecoveryService
 from pairing.relay import RelayService
 from pairing.store import Redis, connect, is_memory_url, ping
+from pairing.store.autopipeline import Durability
 
 log = logging.getLogger("gateway")
 
@@ -50,7 +51,11 @@ FANOUT = web.AppKey("fanout", Fanout)
 def create_app(settings: Settings, *, replica_id: str | None = None) -> web.Application:
     replica_id = replica_id or secrets.token_hex(6)
     app = web.Application()
-    store = connect(settings.redis_url, socket_timeout=settings.store_timeout_s)
+    store = connect(
+        settings.redis_url,
+        socket_timeout=settings.store_timeout_s,
+        durability=Durability(settings.redis.wait_replicas, settings.redis.wait_timeout_ms),
+    )
     #: Key and channel names for this deployment shape (hash-tagged on a Redis Cluster).
     layout = keys.layout_for(settings.redis_url)
     metrics = Metrics()

@@ -100,6 +100,16 @@ class Console(msgspec.Struct, forbid_unknown_fields=True):
             self.token = None  # an empty token is no token: the console stays off
 
 
+class RedisOptions(msgspec.Struct, forbid_unknown_fields=True):
+    """How writes are acknowledged (the ``redis`` section)."""
+
+    #: Replicas that must have a write before it is acknowledged (WAIT); 0: asynchronous
+    #: replication, as Redis does by default.
+    wait_replicas: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: How long a write waits for them; then the event's ack is UNAVAILABLE.
+    wait_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 500
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "0.0.0.0"
     port: Port = 8080
@@ -118,6 +128,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     # -- additions to the contract's keys --
     #: Longest a client waits for an ack while the store does not answer (then UNAVAILABLE).
     store_timeout_s: PositiveFloat = 3.0
+    redis: RedisOptions = msgspec.field(default_factory=RedisOptions)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     console: Console = msgspec.field(default_factory=Console)
 

@@ -19,7 +19,8 @@ different slots, an operation is a few single-slot steps instead (``pairing.clus
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from pairing import keys
@@ -244,6 +245,7 @@ class RelayService:
         seq_ttl_s: float = 604_800.0,
         heartbeat_timeout_s: float = 30.0,
         layout: keys.KeyLayout = keys.SINGLE_NODE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis
         self.layout = layout
@@ -255,10 +257,25 @@ class RelayService:
         self.heartbeat_timeout_ms = int(heartbeat_timeout_s * 1000)
         limits = [self.max_messages, self.max_bytes, self.ttl_ms, self.seq_ttl_ms]
         self._keys = ResumeKeys(layout)
-        backend = ClusterRelay if layout.cluster else OneRedisRelay
-        self.backend: RelayBackend = backend(
-            redis, layout, self._keys, limits=limits, heartbeat_timeout_ms=self.heartbeat_timeout_ms
-        )
+        self.backend: RelayBackend
+        if layout.cluster:
+            # (the clock times how long a runner's heartbeat is known to stay fresh)
+            self.backend = ClusterRelay(
+                redis,
+                layout,
+                self._keys,
+                limits=limits,
+                heartbeat_timeout_ms=self.heartbeat_timeout_ms,
+                clock=clock,
+            )
+        else:
+            self.backend = OneRedisRelay(
+                redis,
+                layout,
+                self._keys,
+                limits=limits,
+                heartbeat_timeout_ms=self.heartbeat_timeout_ms,
+            )
         self._read = Script(redis, _READ)
 
     async def load_scripts(self) -> None:

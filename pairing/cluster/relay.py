@@ -4,22 +4,25 @@ sit in different slots, so an operation is a few single-slot steps instead of on
 
 Output checks the runner's app set (runner slot), then runs one script per app on the app's
 slot (session still pointing at the runner, seq, hold, and ``SPUBLISH`` to the app's room
-channel, which shares the app's tag). Input checks the runner's heartbeat (runner slot), then
-the app's session, seq and hold (app slot), then ``SPUBLISH``es to the runner's room channel
-(runner slot). Each step on its own is atomic; the order is such that nothing is held or
-published that the one-Redis script would have refused.
+channel, which shares the app's tag). Input checks the runner's heartbeat (runner slot; not
+again until that answer could have gone stale), then the app's session, seq and hold (app
+slot), then ``SPUBLISH``es to the runner's room channel (runner slot). Each step on its own is
+atomic; the order is such that nothing is held or published that the one-Redis script would
+have refused (but for a runner whose release is half done while its remembered heartbeat is
+still fresh: the app's step refuses once the release has reached the app's session).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pairing import keys
 from pairing.envelope import PUBLISH_ENVELOPE, published
 from pairing.models import session_runner
-from pairing.scripts import ONLINE, SESSION_RUNNER, Script, as_str, preload
+from pairing.scripts import HEARTBEAT_FRESH, NOW_MS, SESSION_RUNNER, Script, as_str, preload
 from pairing.store import Redis
 from pairing.streams import (
     HOLD_APPEND,
@@ -53,8 +56,23 @@ return seq
 """
 )
 
+#: Is the runner's heartbeat fresh? KEYS: heartbeat. ARGV: timeout ms. Returns how many ms it
+#: stays fresh without a newer beat (at least 1), or 0 when it is stale.
+_FRESH_FOR = (
+    NOW_MS
+    + HEARTBEAT_FRESH
+    + """
+local hb = fresh_heartbeat(KEYS[1], ARGV[1])
+if hb then return tonumber(ARGV[1]) - (now - hb) + 1 end
+return 0
+"""
+)
+
+#: Runners whose freshness one replica remembers before it drops the expired answers.
+_FRESH_CACHE_MAX = 10_000
+
 #: Input, the app's slot. KEYS: the app's session, its "in" seq, hold, bytes. ARGV:
-#: expected runner, its heartbeat fresh ('1'/'0', from ``scripts.ONLINE`` just before), blob,
+#: expected runner, its heartbeat fresh ('1'/'0', from ``_FRESH_FOR`` or remembered), blob,
 #: max messages, max bytes, hold ttl ms, seq ttl ms. Returns as the one-Redis input script
 #: (the publish is the caller's next step, on the runner's slot).
 _INPUT_APP = (
@@ -83,6 +101,7 @@ class ClusterRelay:
         *,
         limits: list[int],
         heartbeat_timeout_ms: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis
         self.layout = layout
@@ -91,11 +110,14 @@ class ClusterRelay:
         self._limits = limits
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self._output_one = Script(redis, _OUTPUT_ONE)
-        self._online = Script(redis, ONLINE)
+        self._fresh_for = Script(redis, _FRESH_FOR)
         self._input_app = Script(redis, _INPUT_APP)
+        #: runner -> ``clock()`` until which its heartbeat is known to be fresh.
+        self._clock = clock
+        self._fresh_until: dict[str, float] = {}
 
     async def load_scripts(self) -> None:
-        await preload(self.redis, self._output_one, self._online, self._input_app)
+        await preload(self.redis, self._output_one, self._fresh_for, self._input_app)
 
     async def output(
         self, runner_id: str, target: str | None, recipients: Sequence[Recipient], blob: bytes
@@ -138,10 +160,10 @@ class ClusterRelay:
             return InputResult(InputStatus.OTHER_RUNNER, runner)
         # 1. the runner's slot: online? 2. the app's slot: still paired with it, seq, hold.
         # 3. the runner's slot again: the publish. Nothing is held for an offline runner.
-        fresh = await self._online([layout.heartbeat(expected_runner)], [self.heartbeat_timeout_ms])
+        fresh = await self._is_fresh(expected_runner)
         reply = await self._input_app(
             [layout.session(app), *self._resume_keys(app, IN)],
-            [expected_runner, "1" if int(fresh) else "0", blob, *self._limits],
+            [expected_runner, "1" if fresh else "0", blob, *self._limits],
         )
         status = InputStatus(int(reply[0]))
         if status is InputStatus.OTHER_RUNNER:
@@ -154,3 +176,23 @@ class ClusterRelay:
                 layout.publish_command, channel, published(prefix, blob, seq)
             )
         return InputResult(status, expected_runner, seq)
+
+    async def _is_fresh(self, runner_id: str) -> bool:
+        """Whether the runner's heartbeat is fresh. A fresh answer holds until the heartbeat
+        could go stale (the remaining time, counted from before the question was sent, so
+        never past the server's own deadline), and is not asked again until then: a busy
+        stream of app:commands costs one step, not two. A runner that leaves (release) is seen
+        by the next step instead, which finds the app no longer paired with it."""
+        now = self._clock()
+        if self._fresh_until.get(runner_id, 0.0) > now:
+            return True
+        remaining_ms = int(
+            await self._fresh_for([self.layout.heartbeat(runner_id)], [self.heartbeat_timeout_ms])
+        )
+        if remaining_ms <= 0:
+            self._fresh_until.pop(runner_id, None)
+            return False
+        if len(self._fresh_until) >= _FRESH_CACHE_MAX:
+            self._fresh_until = {r: t for r, t in self._fresh_until.items() if t > now}
+        self._fresh_until[runner_id] = now + remaining_ms / 1000
+        return True

@@ -17,7 +17,8 @@ Failure semantics, which the gateway's UNAVAILABLE acks rely on:
   next call connects anew; a call whose connection closed under it is sent once more on a
   new one, as the pooled path's single retry does after a Redis restart;
 - no reply for ``socket_timeout`` while calls wait (a frozen server, a dead network)
-  fails them with TimeoutError and drops the connection;
+  fails them with TimeoutError and drops the connection (replies already received when the
+  loop was too busy to read them are read first);
 - a timed-out call is never sent again: the server may have run it (see ``store.connect``).
 """
 
@@ -26,12 +27,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, ResponseError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pairing.store.upstream import (
@@ -62,6 +65,28 @@ PIPELINED = frozenset(
         "SCRIPT LOAD",
     }
 )
+
+
+#: Commands that write nothing: with ``Durability``, only the others wait for replicas.
+READS = frozenset(
+    {"GET", "MGET", "EXISTS", "SMEMBERS", "SISMEMBER", "XREVRANGE", "TIME", "PING", "ECHO"}
+    | {"SCRIPT LOAD", "SCRIPT"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """``redis.wait_replicas``: a write is acknowledged only once ``replicas`` replicas have
+    it (WAIT, one per batch of writes), else it fails with ``NotReplicated`` after
+    ``timeout_ms``. 0 replicas: off (Redis replication stays asynchronous)."""
+
+    replicas: int = 0
+    timeout_ms: int = 500
+
+
+class NotReplicated(RedisError):
+    """The write ran on the master, but not enough replicas confirmed it in time: the caller
+    is told UNAVAILABLE (it is not resent: it did run)."""
 
 
 class ConnectionLost(RedisConnectionError):
@@ -96,13 +121,21 @@ def packer(encoder: Any) -> Any:
     return pack
 
 
-class _Link:
+class Link:
     """One connection, a queue of callers waiting for replies in order, one flush per turn."""
 
-    def __init__(self, pool: aioredis.ConnectionPool) -> None:
-        self._pool = pool
-        timeout = pool.connection_kwargs.get("socket_timeout")
-        self._timeout: float | None = float(timeout) if timeout else None
+    def __init__(
+        self,
+        opener: Callable[[], Awaitable[Any]],
+        socket_timeout: float | None,
+        durability: Durability | None = None,
+    ) -> None:
+        #: Makes a connected redis-py connection (a pool's kind, or a cluster node's).
+        self._opener = opener
+        self._durability = durability if durability is not None and durability.replicas else None
+        #: The WAIT that ends the current batch, when it holds a write (``durability``).
+        self._barrier: asyncio.Future[Any] | None = None
+        self._timeout: float | None = float(socket_timeout) if socket_timeout else None
         self._conn: Any = None
         self._writer: asyncio.StreamWriter | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -110,7 +143,11 @@ class _Link:
         self._pending: deque[asyncio.Future[Any]] = deque()
         self._out: list[bytes] = []
         self._flush_scheduled = False
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog: asyncio.Handle | None = None
+        #: Loop time of the last reply read, and whether ``_check`` is giving the reader
+        #: one more turn before it fails the callers.
+        self._read_at = 0.0
+        self._confirming = False
         self._sent = 0  # requests written on this connection
         self._replies = 0  # replies read on this connection
         #: (requests written up to and including a flush, the flush's loop time)
@@ -126,10 +163,59 @@ class _Link:
         fut: asyncio.Future[Any] = loop.create_future()
         self._out.append(data)
         self._pending.append(fut)
+        barrier = self._barrier_for(args, loop)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        return await fut
+        reply = await fut
+        if barrier is not None:
+            await self._replicated(barrier)
+        return reply
+
+    def _barrier_for(
+        self, args: tuple[Any, ...], loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[Any] | None:
+        """With ``durability``, a write waits for the WAIT that closes its batch."""
+        if self._durability is None or args[0] in READS:
+            return None
+        barrier = self._barrier
+        if barrier is None:
+            barrier = self._barrier = loop.create_future()
+            barrier.add_done_callback(_retrieve)
+        return barrier
+
+    async def _replicated(self, barrier: asyncio.Future[Any]) -> None:
+        assert self._durability is not None
+        try:
+            acked = await barrier
+        except Exception as exc:
+            # The write's reply came, so it ran: never a ConnectionError, which would resend it.
+            raise NotReplicated(f"written, but not confirmed replicated: {exc!r}") from exc
+        if acked < self._durability.replicas:
+            raise NotReplicated(
+                f"written, but {acked} of {self._durability.replicas} replicas acknowledged it "
+                f"within {self._durability.timeout_ms} ms"
+            )
+
+    async def call_asking(self, args: tuple[Any, ...]) -> Any:
+        """``ASKING`` then ``args``, adjacent in one write (a cluster's ASK redirection: the
+        permission holds for the next command on the connection only)."""
+        if self._writer is None:
+            await self._connect()
+        loop = asyncio.get_running_loop()
+        asking: asyncio.Future[Any] = loop.create_future()
+        asking.add_done_callback(_retrieve)
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._out += (self._pack(("ASKING",)), self._pack(args))
+        self._pending += (asking, fut)
+        barrier = self._barrier_for(args, loop)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        reply = await fut
+        if barrier is not None:
+            await self._replicated(barrier)
+        return reply
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -163,7 +249,7 @@ class _Link:
             task.exception()  # retrieved here; every waiting caller gets it through shield
 
     async def _open(self) -> None:
-        conn = await open_connection(self._pool)
+        conn = await self._opener()
         self._conn = conn
         self._pack = packer(conn.encoder)
         reader, self._writer = streams(conn)
@@ -177,6 +263,13 @@ class _Link:
         out = self._out
         if not out or self._writer is None:
             return
+        if self._barrier is not None:
+            assert self._durability is not None
+            # WAIT answers once the replicas have every write sent before it on this
+            # connection: one per batch covers all of the batch's writes.
+            out.append(self._pack(("WAIT", self._durability.replicas, self._durability.timeout_ms)))
+            self._pending.append(self._barrier)
+            self._barrier = None
         self._out = []
         self._writer.write(out[0] if len(out) == 1 else b"".join(out))
         if self._timeout is not None:
@@ -195,6 +288,8 @@ class _Link:
                 if not data:
                     raise ConnectionLost("Connection closed by server.")
                 parser.feed(data)
+                if self._timeout is not None:
+                    self._read_at = asyncio.get_running_loop().time()
                 demoted = False
                 while (reply := parser.gets()) is not False:
                     self._replies += 1
@@ -222,27 +317,43 @@ class _Link:
             self._teardown(ConnectionLost(f"Error while reading from Redis: {exc!r}"))
 
     def _check(self) -> None:
-        """The oldest unanswered request has waited a whole socket timeout: as redis-py's
-        per-read timeout would, fail the callers and drop the connection."""
+        """Requests have waited a whole socket timeout with no reply read meanwhile: as
+        redis-py's per-read timeout would, fail the callers and drop the connection.
+
+        The clock runs from the later of the oldest unanswered request's flush and the last
+        reply read: a server answering a long backlog is alive. And before failing, one more
+        turn of the loop: after the loop was too busy to run for a while (CPU starvation, a
+        burst of work), replies already received are read first, in that turn, rather than
+        failing callers whose answers are waiting in the socket.
+        """
         self._watchdog = None
         flushes = self._flushes
         while flushes and flushes[0][0] <= self._replies:
             flushes.popleft()  # every request of that flush has its reply
         if not flushes:
+            self._confirming = False
             return
         assert self._timeout is not None
         loop = asyncio.get_running_loop()
-        due = flushes[0][1] + self._timeout
-        if loop.time() >= due:
-            self._teardown(RedisTimeoutError("Timeout reading from Redis"))
-        else:
+        due = max(flushes[0][1], self._read_at) + self._timeout
+        if loop.time() < due:
+            self._confirming = False
             self._watchdog = loop.call_at(due, self._check)
+        elif not self._confirming:
+            self._confirming = True
+            self._watchdog = loop.call_soon(self._check)
+        else:
+            self._confirming = False
+            self._teardown(RedisTimeoutError("Timeout reading from Redis"))
 
     # -- ending -------------------------------------------------------------------------------
 
     def _teardown(self, error: Exception) -> None:
         """Fail every waiting caller and drop the connection; the next call reconnects."""
         pending, self._pending = self._pending, deque()
+        if self._barrier is not None:
+            pending.append(self._barrier)  # (its batch was never written)
+            self._barrier = None
         self._out = []
         self._writer = None
         self._sent = self._replies = 0
@@ -250,6 +361,7 @@ class _Link:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+        self._confirming = False
         task, self._reader_task = self._reader_task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -272,6 +384,12 @@ class _Link:
             await asyncio.gather(*self._closers, return_exceptions=True)
 
 
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """A reply nobody awaits: its error, if any, is retrieved (not logged as unhandled)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 async def open_connection(pool: aioredis.ConnectionPool) -> Any:
     """A connected redis-py connection of ``pool``'s kind, outside the pool: it brings TLS,
     unix sockets, AUTH, SELECT and Sentinel's discovery of the primary."""
@@ -287,7 +405,9 @@ async def open_connection(pool: aioredis.ConnectionPool) -> Any:
 class AutoPipelineRedis(aioredis.Redis):
     """A ``redis.asyncio.Redis`` whose ``PIPELINED`` commands share one pipelined link."""
 
-    _link: _Link | None = None
+    _link: Link | None = None
+    #: Set by ``store.connect`` (``redis.wait_replicas``).
+    durability: Durability | None = None
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         name = args[0]
@@ -295,7 +415,12 @@ class AutoPipelineRedis(aioredis.Redis):
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         link = self._link
         if link is None:
-            link = self._link = _Link(self.connection_pool)
+            pool = self.connection_pool
+            link = self._link = Link(
+                lambda: open_connection(pool),
+                pool.connection_kwargs.get("socket_timeout"),
+                self.durability,
+            )
         wire = (*name.split(), *args[1:]) if " " in name else args
         try:
             try:

@@ -21,7 +21,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from pairing.store.autopipeline import AutoPipelineRedis
+from pairing.store.autopipeline import AutoPipelineRedis, Durability
 
 MEMORY_SCHEME = "memory://"
 SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
@@ -57,8 +57,12 @@ def connect(
     socket_timeout: float = 2.0,
     connect_timeout: float = 1.0,
     max_connections: int | None = 64,
+    durability: Durability | None = None,
 ) -> Redis:
-    """Build a client for ``url``; nothing is sent until the first command."""
+    """Build a client for ``url``; nothing is sent until the first command.
+
+    ``durability`` (``redis.wait_replicas``) makes the pipelined commands' writes wait for
+    replicas; the embedded memory:// store has none and ignores it."""
     if is_memory_url(url):
         import fakeredis
 
@@ -78,6 +82,7 @@ def connect(
                 socket_timeout=socket_timeout,
                 connect_timeout=connect_timeout,
                 max_connections=max_connections,
+                durability=durability,
             ),
         )
     sentinel = url.startswith(SENTINEL_SCHEMES)
@@ -95,11 +100,15 @@ def connect(
     if max_connections is not None:
         options["max_connections"] = max_connections
     if sentinel:
-        return _sentinel_client(url, socket_timeout, connect_timeout, _unbounded(options))
-    # A blocking pool: with more callers than connections, a caller waits (up to the socket
-    # timeout) for a free connection instead of failing at once with MaxConnectionsError.
-    pool = aioredis.BlockingConnectionPool.from_url(url, timeout=socket_timeout, **options)
-    return AutoPipelineRedis.from_pool(pool)
+        client = _sentinel_client(url, socket_timeout, connect_timeout, _unbounded(options))
+    else:
+        # A blocking pool: with more callers than connections, a caller waits (up to the
+        # socket timeout) for a free connection instead of failing at once (MaxConnectionsError).
+        pool = aioredis.BlockingConnectionPool.from_url(url, timeout=socket_timeout, **options)
+        client = AutoPipelineRedis.from_pool(pool)
+    assert isinstance(client, AutoPipelineRedis)
+    client.durability = durability
+    return client
 
 
 def is_cluster(client: Redis) -> bool:
@@ -108,9 +117,17 @@ def is_cluster(client: Redis) -> bool:
 
 
 async def ping(client: Redis) -> bool:
-    """The store answers: the server, or on a cluster every master (each owns slots)."""
+    """The store answers: the server, or on a cluster at least one master.
+
+    On a cluster a master's failure takes only its slots away, and only until its replica is
+    promoted; every gateway replica sees the same, so taking replicas out of service would
+    not move that traffic anywhere better, while the other masters' slots are served as
+    usual. With every master silent, the first error is raised (an outage, as on one Redis).
+    """
     if isinstance(client, RedisCluster):
-        return bool(await client.ping(target_nodes=RedisCluster.PRIMARIES))
+        from pairing.store.cluster import any_master_answers  # (it imports this module)
+
+        return await any_master_answers(client)
     return bool(await client.ping())
 
 

@@ -43,6 +43,11 @@ RELIED_ON: tuple[tuple[str, str], ...] = (
     ("redis.asyncio.connection", "AbstractConnection._writer"),
     # pairing.store.cluster narrows which errors the cluster client resends after
     ("redis.asyncio.cluster", "RedisCluster.ERRORS_ALLOW_RETRY"),
+    # pairing.store.cluster's pipelined path follows redirections with the slot map's own
+    # bookkeeping, and the sharded subscriber finds a channel's owner in it
+    ("redis.asyncio.cluster", "NodesManager.move_slot"),
+    ("redis.asyncio.cluster", "NodesManager.get_node_from_slot"),
+    ("redis.asyncio.cluster", "NodesManager.initialize"),
 )
 
 #: Upstream code whose behaviour ``reader_options``, ``parse_reply`` and
@@ -59,6 +64,9 @@ MIRRORED: dict[str, str] = {
     # pairing.store.cluster._RedisCluster: upstream's retry loop resends after the errors in
     # ``self.__class__.ERRORS_ALLOW_RETRY``, which the subclass narrows
     "redis.asyncio.cluster.RedisCluster.execute_command": "e89f547a70075fa6",
+    # pairing.store.cluster._RedisCluster._pipelined: what upstream does on MOVED, ASK,
+    # TRYAGAIN, CLUSTERDOWN and a lost connection, for the keyed commands it sends itself
+    "redis.asyncio.cluster.RedisCluster._execute_command": "d3b4bf161162bb6d",
 }
 
 

@@ -221,3 +221,16 @@ def test_relay_require_e2e_from_file_and_env(tmp_path: Path) -> None:
     path.write_text("relay:\n  require_e2e: maybe\n")
     with pytest.raises(ConfigError, match="require_e2e"):
         load_settings(path, env={})
+
+
+def test_wait_replicas_reaches_the_store_client(tmp_path: Path) -> None:
+    """``redis.wait_replicas`` (file or env) is the durability the store's links use."""
+    from gateway.app import STORE, create_app
+
+    settings = load_settings(env={"PAIRING_REDIS_WAIT_REPLICAS": "1"})
+    assert (settings.redis.wait_replicas, settings.redis.wait_timeout_ms) == (1, 500)
+    app = create_app(settings)
+    durability = app[STORE].durability  # type: ignore[attr-defined]
+    assert (durability.replicas, durability.timeout_ms) == (1, 500)
+    with pytest.raises(ConfigError):
+        load_settings(env={"PAIRING_REDIS_WAIT_REPLICAS": "-1"})

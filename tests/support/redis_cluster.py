@@ -32,6 +32,10 @@ def _node(port: int | None = None, node_timeout_ms: int = NODE_TIMEOUT_MS) -> Re
         "nodes.conf",
         "--cluster-node-timeout",
         str(node_timeout_ms),
+        # A failed master stops only its own slots (the default stops the whole cluster
+        # until its replica is promoted); docs/deploy.md recommends the same.
+        "--cluster-require-full-coverage",
+        "no",
         "--cluster-port",
         str(bus),
         # A replica may take over however long its link to the master was down.

@@ -588,6 +588,12 @@ CLUSTER_CASES: list[tuple[str, Any]] = [
             APP_A, "r1", k.env.layout.room_channel("runner:r1"), b"\x97", b"blob"
         ),
     ),
+    (
+        "RelayService.input (published, runner known fresh)",
+        lambda k: k.relay.input(
+            APP_A, "r1", k.env.layout.room_channel("runner:r1"), b"\x97", b"blob"
+        ),
+    ),
     ("RelayService.input (delivered here)", lambda k: k.relay.input(APP_A, "r1", None, b"", b"b")),
     ("RelayService.input (runner unknown)", lambda k: k.relay.input(APP_A, None, None, b"", b"b")),
     ("RelayService.held", lambda k: k.relay.held(APP_A, OUT, 0)),
@@ -651,7 +657,16 @@ CLUSTER_CASES: list[tuple[str, Any]] = [
     ),
     ("PairingHistoryService.recent", lambda k: k.history.recent(10)),
 ]
+
+
+async def _known_fresh(k: Kit) -> None:
+    """An earlier input found r1's heartbeat fresh: the next ones skip that step."""
+    await _kit_paired(k)
+    await k.relay.input(APP_A, "r1", None, b"", b"before")
+
+
 SETUPS = {
+    "RelayService.input (published, runner known fresh)": _known_fresh,
     "RunnerRegistry.heartbeat (index due)": _due,
     "RunnerRegistration.register (rate limited)": _limited,
 }
@@ -681,6 +696,8 @@ async def test_cluster_round_trips_match_the_docs(redis_cluster: RedisClusterPro
     try:
         for label, call in CLUSTER_CASES:
             await rc.flushall(target_nodes=aioredis.RedisCluster.PRIMARIES)
+            # each row is a first call unless its setup says otherwise
+            kit.relay.backend._fresh_until.clear()  # type: ignore[attr-defined]
             await SETUPS.get(label, _kit_paired)(kit)
             with Counter(client) as counter:
                 await call(kit)
@@ -854,3 +871,32 @@ async def test_claims_and_heartbeats_cut_anywhere_keep_the_runner_indexed(cluste
             assert view["owner"] is None or view["indexed"]
     for view in await interrupted(cluster_kit, due, lambda k: k.runners.heartbeat("r1", "c1")):
         assert view["owner"] == b"c1" and view["indexed"] and view["beating"]
+
+
+async def test_a_fresh_heartbeat_is_not_asked_again_until_it_could_be_stale(env: Env) -> None:
+    """Cluster input remembers how long the runner's heartbeat stays fresh (from before it
+    asked) and skips that step meanwhile; past it, it asks again and sees the runner offline."""
+    if not env.cluster:
+        pytest.skip("one Redis checks the heartbeat inside the input script")
+    now = [1000.0]
+    relay = RelayService(
+        env.client, layout=env.layout, heartbeat_timeout_s=30, clock=lambda: now[0]
+    )
+    await pair(env, APP_A, "r1")
+    with Counter(env.client) as first:
+        assert (await relay.input(APP_A, "r1", None, b"", b"1")).status is InputStatus.RELAYED
+    with Counter(env.client) as second:
+        assert (await relay.input(APP_A, "r1", None, b"", b"2")).status is InputStatus.RELAYED
+    assert (first.sent, second.sent) == (["EVALSHA", "EVALSHA"], ["EVALSHA"])
+    # The heartbeat is made stale (as a runner that stopped beating 31 s ago) and the clock
+    # passes the remembered deadline: asked again, the runner is offline.
+    await env.client.set(env.layout.heartbeat("r1"), 1, px=60_000)
+    now[0] += 29.0
+    with Counter(env.client) as within:
+        await relay.input(APP_A, "r1", None, b"", b"3")
+    assert within.sent == ["EVALSHA"]  # (still within the deadline the first answer gave)
+    now[0] += 1.1
+    with Counter(env.client) as after:
+        result = await relay.input(APP_A, "r1", None, b"", b"4")
+    assert after.sent == ["EVALSHA", "EVALSHA"]
+    assert result.status is InputStatus.RUNNER_OFFLINE

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import time
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pairing import connect
 from pairing.store import Redis
-from pairing.store.autopipeline import AutoPipelineRedis
+from pairing.store.autopipeline import AutoPipelineRedis, Durability, NotReplicated
 from tests.support.redis_server import RedisProcess
 
 
@@ -107,6 +109,25 @@ async def test_a_frozen_server_times_out_once_and_the_link_recovers(
         assert all(isinstance(r, RedisTimeoutError) for r in results), results
         assert waited < 2.0  # bounded by the socket timeout, not by the freeze
         assert await client.get("k") == b"v"  # a new connection works
+    finally:
+        await client.aclose()
+
+
+async def test_a_loop_too_busy_to_read_for_a_timeout_does_not_fail_answered_calls(
+    own_redis: RedisProcess,
+) -> None:
+    """The event loop blocked longer than the socket timeout (CPU starvation, a burst of
+    work) while the reply sat in the socket: the call gets its reply, not TimeoutError (the
+    watchdog's timer would otherwise run before the reader in the loop's next turn)."""
+    client = connect(own_redis.url, socket_timeout=0.3)
+    try:
+        await client.set("k", "v")
+        call = asyncio.ensure_future(client.get("k"))
+        await asyncio.sleep(0)  # the call runs and schedules its flush ...
+        # ... and right after the flush, in the same turn, the loop is blocked for twice the
+        # timeout; the reply arrives meanwhile.
+        asyncio.get_running_loop().call_soon(time.sleep, 0.6)
+        assert await call == b"v"
     finally:
         await client.aclose()
 
@@ -297,4 +318,26 @@ async def test_a_finished_failed_attempt_not_yet_cleared_is_not_waited_on_again(
         link._connecting = stale  # finished, failed, and not cleared
         assert await client.get("k") is None
     finally:
+        await client.aclose()
+
+
+async def test_wait_replicas_on_one_redis_refuses_writes_no_replica_confirmed(
+    redis_url: str,
+) -> None:
+    """``redis.wait_replicas`` on one Redis (no replica here): a write runs, but its caller
+    is told NotReplicated (an UNAVAILABLE ack) after the wait; reads do not wait."""
+    client = connect(redis_url, durability=Durability(replicas=1, timeout_ms=50))
+    try:
+        with pytest.raises(NotReplicated):
+            await client.set("durable", "v")
+        assert await client.get("durable") == b"v"  # it did run (and is not sent again)
+        # Writes of one loop turn share one WAIT; each is told.
+        results = await asyncio.gather(
+            client.set("durable-a", "1"), client.set("durable-b", "2"), return_exceptions=True
+        )
+        assert all(isinstance(r, NotReplicated) for r in results), results
+        assert await client.mget("durable-a", "durable-b") == [b"1", b"2"]
+    finally:
+        with contextlib.suppress(NotReplicated):  # (deleted, and told so)
+            await client.delete("durable", "durable-a", "durable-b")
         await client.aclose()

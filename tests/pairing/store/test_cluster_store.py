@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import pytest
@@ -11,6 +13,7 @@ from redis.crc import key_slot
 
 from pairing import keys
 from pairing.scripts import Script
+from pairing.store import ping
 from pairing.store.cluster import cluster_client, is_cluster_url, parse_cluster_url
 from tests.support.redis_cluster import RedisClusterProcess
 
@@ -200,6 +203,13 @@ async def test_a_command_that_timed_out_is_not_sent_again(
         with pytest.raises(redis.exceptions.TimeoutError):
             await client.incr(key)
         await slow
+        # The late command runs once the master is free (it was sent); then a little more
+        # time, in which a resent one would have run too.
+        deadline = time.monotonic() + 5
+        while await client.get(key) != b"1":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
         assert await client.get(key) == b"1"
     finally:
         await client.delete(keys.CLUSTER.heartbeat("r-timeout"))
@@ -237,5 +247,30 @@ async def test_every_master_down_is_a_connection_error_until_they_are_back(
         # (restarted empty, as a redis-server without persistence does)
         assert await client.get(names[0]) == b"after"
         assert await client.get(names[1]) is None
+    finally:
+        await client.aclose()
+
+
+async def test_the_store_answers_while_any_master_does(own_cluster: RedisClusterProcess) -> None:
+    """``ping`` (the store half of /readyz) on a cluster: a frozen master does not hold the
+    answer up (it comes from the first master that answers), and it does not send the client
+    into a full reload that the healthy masters' commands would wait for; with every master
+    down it is an outage (ConnectionError)."""
+    client = cluster_client(own_cluster.url, socket_timeout=5)
+    try:
+        await client.initialize()
+        frozen = own_cluster.master_nodes()[0]
+        assert frozen.proc is not None
+        os.kill(frozen.proc.pid, signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(2):  # well within the frozen master's 5 s timeout
+                assert await ping(client) is True
+                assert await ping(client) is True
+        finally:
+            os.kill(frozen.proc.pid, signal.SIGCONT)
+        for node in own_cluster.master_nodes():
+            node.stop()
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await ping(client)
     finally:
         await client.aclose()
