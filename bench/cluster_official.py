@@ -243,6 +243,9 @@ class Load:
 
     result: dict[str, Any]
     redis_cpu_s: dict[str, float] = field(default_factory=dict)
+    #: Per master: (commands, reads) it processed in the window (INFO stats): how many
+    #: commands one read from the gateway carried, i.e. how well they were batched.
+    redis_io: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def run_load(
@@ -257,6 +260,7 @@ def run_load(
     warmup: int,
     server_pid: int,
     redis: dict[str, int],
+    ports: dict[str, int] | None = None,
 ) -> Load:
     """Run load.js; sample each redis pid's CPU at the start and end of its measured window
     (``warmup`` s after it reports its clients ready), minus the idle rate before."""
@@ -289,8 +293,10 @@ def run_load(
         ready = time.monotonic()
         time.sleep(max(0.0, ready + warmup - time.monotonic()))
         window["t0"], window["c0"] = time.monotonic(), {k: cpu_seconds(p) for k, p in redis.items()}
+        window["s0"] = _io_stats(ports or {})
         time.sleep(max(0.0, window["t0"] + seconds - time.monotonic()))
         window["t1"], window["c1"] = time.monotonic(), {k: cpu_seconds(p) for k, p in redis.items()}
+        window["s1"] = _io_stats(ports or {})
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -303,7 +309,21 @@ def run_load(
         raise RuntimeError(f"{name}: no measured window ({result})\n{managed.log_tail()}")
     wall = window["t1"] - window["t0"]
     cpu = {k: max(0.0, window["c1"][k] - window["c0"][k] - idle_rate[k] * wall) for k in redis}
-    return Load(result, cpu)
+    io = {
+        k: (window["s1"][k][0] - window["s0"][k][0], window["s1"][k][1] - window["s0"][k][1])
+        for k in window["s1"]
+    }
+    return Load(result, cpu, io)
+
+
+def _io_stats(ports: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Commands and reads each server has processed so far (INFO stats)."""
+    out = {}
+    for name, port in ports.items():
+        with redis.Redis(port=port, socket_timeout=5) as c:
+            stats = c.info("stats")
+        out[name] = (int(stats["total_commands_processed"]), int(stats["total_reads_processed"]))
+    return out
 
 
 def _gateway(procs: Procs, name: str, url: str) -> Gateway:
@@ -339,6 +359,11 @@ def side_by_side(
                         **{f"replica{i}": n.pid for i, n in enumerate(stores.replicas)},
                     }
                 )
+                ports = (
+                    {"single": stores.single.port}
+                    if store == "single"
+                    else {f"master{i}": n.port for i, n in enumerate(stores.masters)}
+                )
                 gw = _gateway(procs, f"gw-{scenario}-{store}-{run}", url)
                 load_avg = _loadavg()
                 try:
@@ -353,6 +378,7 @@ def side_by_side(
                         warmup=args.warmup,
                         server_pid=gw.pid,
                         redis=redis,
+                        ports=ports,
                     )
                 finally:
                     _stop(procs, gw.managed)
@@ -379,6 +405,12 @@ def side_by_side(
                         for i in range(len(stores.masters))
                     ]
                     if store == "cluster"
+                    else None,
+                    "commands_per_read": {
+                        k: round(c / r, 2) if r else None for k, (c, r) in load.redis_io.items()
+                    },
+                    "commands_per_op": sum(c for c, _ in load.redis_io.values()) / ops
+                    if ops
                     else None,
                     "loadavg": load_avg,
                 }

@@ -159,7 +159,13 @@ class RelayBackend(Protocol):
 
     async def load_scripts(self) -> None: ...
     async def output(
-        self, runner_id: str, target: str | None, recipients: Sequence[Recipient], blob: bytes
+        self,
+        runner_id: str,
+        target: str | None,
+        recipients: Sequence[Recipient],
+        blob: bytes,
+        *,
+        members_known: bool = False,
     ) -> OutputResult: ...
     async def input(
         self,
@@ -195,8 +201,15 @@ class OneRedisRelay:
         await preload(self.redis, self._output, self._input)
 
     async def output(
-        self, runner_id: str, target: str | None, recipients: Sequence[Recipient], blob: bytes
+        self,
+        runner_id: str,
+        target: str | None,
+        recipients: Sequence[Recipient],
+        blob: bytes,
+        *,
+        members_known: bool = False,
     ) -> OutputResult:
+        # (the script checks the set whatever the caller knows: it costs no round trip here)
         keys_: list[str] = [self.layout.runner_apps(runner_id)]
         args: list[str | bytes | int] = [target or "", len(recipients), blob]
         for r in recipients:
@@ -283,14 +296,27 @@ class RelayService:
         await preload(self.redis, self._read)
 
     async def output(
-        self, runner_id: str, target: str | None, recipients: Sequence[Recipient], blob: bytes
+        self,
+        runner_id: str,
+        target: str | None,
+        recipients: Sequence[Recipient],
+        blob: bytes,
+        *,
+        members_known: bool = False,
     ) -> OutputResult:
         """Relay one runner:output to ``recipients`` if they are exactly the paired apps
         (or, with ``target``, the target if it is paired).
 
         On a cluster a recipient whose session no longer points at the runner (unpaired
-        between the two steps) gets seq 0: nothing was held or published for it."""
-        return await self.backend.output(runner_id, target, recipients, blob)
+        between the two steps) gets seq 0: nothing was held or published for it. With
+        ``members_known`` (the caller keeps its recipients current by other means) a cluster
+        skips reading the runner's app set: each recipient's own step still checks that its
+        session names the runner, so only an app paired since the caller last looked can be
+        missed, never a wrong one reached. One Redis checks the set in the same script
+        either way."""
+        return await self.backend.output(
+            runner_id, target, recipients, blob, members_known=members_known
+        )
 
     async def input(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -75,6 +76,12 @@ class Conn:
     #: What the last relay found: an app's runner, a runner's paired apps (None: unknown).
     peer_runner: str | None = None
     peer_apps: list[str] | None = None
+    #: When (the gateway's clock) the store last confirmed ``peer_apps``; between two reads
+    #: the runner's pairing notifications keep it current (``RunnerEvents.runner_output``).
+    peer_apps_checked: float = float("-inf")
+    #: Counts the notifications that changed ``peer_apps``: a store read that a notification
+    #: overtook is not taken as the truth.
+    peer_apps_version: int = 0
     #: Paired on this connection and no app:command relayed yet: the first one tells
     #: whether the pairing is end-to-end encrypted (gateway_pairings_by_mode_total).
     mode_unseen: bool = False
@@ -102,6 +109,10 @@ class GatewayOptions:
     runner_secret: str | None = None
     store_timeout_s: float = 3.0
     require_e2e: bool = False
+    #: How long a runner's known paired apps are trusted without the store confirming them
+    #: (a Redis Cluster reads the runner's app set in another step; one Redis checks it in
+    #: the relay's own script anyway). Bounds what a lost pairing notification can cost.
+    members_recheck_s: float = 1.0
 
 
 class GatewayBase:
@@ -124,6 +135,7 @@ class GatewayBase:
         replica_id: str,
         recovery: RecoveryService | None = None,
         send_with_offset: OffsetEmit | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sessions = sessions
         self.runners = runners
@@ -153,6 +165,8 @@ class GatewayBase:
         #: Connection state recovery (None: off): pid records, and how offsets are sent.
         self.recovery = recovery
         self.send_with_offset = send_with_offset
+        #: Monotonic seconds: how old what a connection learnt from the store is.
+        self.clock = clock
 
     async def _open_session(self, conn: Conn, last_seq: int | None) -> None:
         """Connection state recovery: give a new connection its pid (``handlers.recovery``)."""

@@ -142,8 +142,10 @@ class Resume(GatewayBase):
                 pass
             elif event == ServerEvent.PAIRED.value and app not in conn.peer_apps:
                 conn.peer_apps = sorted([*conn.peer_apps, app])
+                conn.peer_apps_version += 1
             elif event == ServerEvent.APP_UNPAIRED.value and app in conn.peer_apps:
                 conn.peer_apps = [a for a in conn.peer_apps if a != app]
+                conn.peer_apps_version += 1
         if conn is not None and event in SEQ_EVENTS and isinstance(data, dict) and "seq" in data:
             if conn.held_back is not None:
                 conn.held_back.append((event, data))

@@ -147,18 +147,32 @@ class RunnerEvents(Resume, ConnectionEvents):
             apps = [] if known is not None and target not in known else [target]
         else:
             apps = known or []
+        # The runner socket's pairing notifications keep ``known`` current (``deliver``),
+        # and the store confirmed it lately: a cluster need not read the app set again.
+        now, version = self.clock(), conn.peer_apps_version
+        members_known = (
+            known is not None and now - conn.peer_apps_checked < self.options.members_recheck_s
+        )
         for _ in range(RELAY_ATTEMPTS):
             recipients = [self._recipient(a, room_for_app(a), event) for a in apps]
-            result = await self.relay.output(runner_id, target, recipients, blob)
+            result = await self.relay.output(
+                runner_id, target, recipients, blob, members_known=members_known
+            )
             if result.seqs is not None:
                 break
+            members_known = False
             apps = result.members  # pairings changed since this replica last looked
-            if target is None:
-                conn.peer_apps = apps
         else:
             raise GatewayError(ErrorCode.UNAVAILABLE, "pairings kept changing; retry")
+        if target is None and not members_known:
+            if conn.peer_apps_version == version:
+                conn.peer_apps = apps  # the store confirmed exactly these
+                conn.peer_apps_checked = now
+            else:  # a notification came meanwhile, maybe newer than what the store said
+                conn.peer_apps_checked = float("-inf")
         for recipient, seq in zip(recipients, result.seqs, strict=True):
             if seq == 0:  # cluster: unpaired between the relay's steps, nothing sent
+                conn.peer_apps_checked = float("-inf")  # ask the store next time
                 continue
             if recipient.channel is None:
                 self.fanout.delivered_locally += 1

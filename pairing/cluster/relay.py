@@ -4,12 +4,16 @@ sit in different slots, so an operation is a few single-slot steps instead of on
 
 Output checks the runner's app set (runner slot), then runs one script per app on the app's
 slot (session still pointing at the runner, seq, hold, and ``SPUBLISH`` to the app's room
-channel, which shares the app's tag). Input checks the runner's heartbeat (runner slot; not
-again until that answer could have gone stale), then the app's session, seq and hold (app
-slot), then ``SPUBLISH``es to the runner's room channel (runner slot). Each step on its own is
-atomic; the order is such that nothing is held or published that the one-Redis script would
-have refused (but for a runner whose release is half done while its remembered heartbeat is
-still fresh: the app's step refuses once the release has reached the app's session).
+channel, which shares the app's tag). A caller whose recipients are kept current otherwise
+(the gateway: by the ``pairing:paired`` / ``pairing:app_unpaired`` notifications its runner
+socket receives, and a set read at least every second) says so, and the set is not read:
+a relayed message then costs one step per app, as on one Redis. Input checks the runner's
+heartbeat (runner slot; not again until that answer could have gone stale), then the app's
+session, seq and hold (app slot), then ``SPUBLISH``es to the runner's room channel (runner
+slot). Each step on its own is atomic; the order is such that nothing is held or published
+that the one-Redis script would have refused (but for a runner whose release is half done
+while its remembered heartbeat is still fresh: the app's step refuses once the release has
+reached the app's session).
 """
 
 from __future__ import annotations
@@ -120,9 +124,18 @@ class ClusterRelay:
         await preload(self.redis, self._output_one, self._fresh_for, self._input_app)
 
     async def output(
-        self, runner_id: str, target: str | None, recipients: Sequence[Recipient], blob: bytes
+        self,
+        runner_id: str,
+        target: str | None,
+        recipients: Sequence[Recipient],
+        blob: bytes,
+        *,
+        members_known: bool = False,
     ) -> OutputResult:
-        # Step 1, the runner's slot: who is paired. Step 2, each app's slot at once.
+        # Step 1, the runner's slot: who is paired (skipped when the caller's recipients are
+        # known current). Step 2, each app's slot at once; each checks its own session.
+        if members_known:
+            return await self._output_all(runner_id, recipients, blob)
         apps_key = self.layout.runner_apps(runner_id)
         if target:
             members = [target] if await self.redis.sismember(apps_key, target) else []
@@ -131,6 +144,11 @@ class ClusterRelay:
         expected = [r.app_session_id for r in recipients]
         if len(expected) != len(members) or set(expected) != set(members):
             return OutputResult(None, sorted(members))
+        return await self._output_all(runner_id, recipients, blob)
+
+    async def _output_all(
+        self, runner_id: str, recipients: Sequence[Recipient], blob: bytes
+    ) -> OutputResult:
         if not recipients:
             return OutputResult([], [])
         seqs = await asyncio.gather(*(self._output_to(runner_id, r, blob) for r in recipients))

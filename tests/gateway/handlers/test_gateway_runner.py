@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pairing import keys
+from pairing.relay import OUT
 from tests.support.events import (
     SLOW_HEARTBEAT,
     app_id,
@@ -375,3 +376,85 @@ async def test_runner_disconnect_unpairs_every_app_once(start_gateway, clients, 
     # Exactly one: no second notice, e.g. from the sweeper (sweep interval 0.3 s).
     for app in apps:
         await quiet(app, "pairing:unpaired", timeout=0.8)
+
+
+# -- runner:output on a Redis Cluster: the runner's paired apps as the replica knows them ----
+
+
+class _Clock:
+    """The gateway's monotonic clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_cluster_output_trusts_notified_apps_and_rereads_the_set_each_second(
+    start_gateway, clients, redis_cluster, cluster_redis
+) -> None:
+    """On a cluster the runner's app set is another slot than its apps' keys: the replica
+    reads it once, then keeps what it knows current from the pairing notifications its
+    runner socket receives, and reads it again once ``members_recheck_s`` (1 s) has passed;
+    an app paired without a notification reaching the replica (a lost message) is reached
+    from then on."""
+    from gateway.app import GATEWAY
+    from tests.support.backends import Backend
+    from tests.support.cluster_pairing import replica
+
+    backend = Backend(cluster=redis_cluster)
+    gw = await start_gateway({"redis_url": redis_cluster.url, **SLOW_HEARTBEAT})
+    clock = _Clock()
+    gw.app[GATEWAY].clock = clock
+    runner, apps = await _runner_with_apps(gw, clients, "r-trust", 1)
+
+    def reads() -> int:
+        return backend.command_calls("smembers")
+
+    first_read = reads()
+    ack = await runner.call("runner:output", {"data": "first"})
+    assert ack == {"success": True, "delivered": 1}
+    after_first = reads()
+    assert after_first > first_read  # nothing known yet: the set is read
+    sent = [f"out-{i}" for i in range(20)]
+    acks = await emit_many(runner, "runner:output", [{"data": d} for d in sent])
+    assert all(a == {"success": True, "delivered": 1} for a in acks), acks
+    assert reads() == after_first  # known and confirmed within the second: not read again
+    got = [(await apps[0].next("terminal:output"))["data"] for _ in range(21)]
+    assert got == ["first", *sent]
+
+    # A second app pairs through the gateway: the runner socket's pairing:paired keeps the
+    # replica's view current, without reading the set.
+    code = (await register(runner, "r-trust"))["pairingCode"]
+    second = await clients(gw.url, auth={"appSessionId": app_id("r-trust-second")})
+    await pair(second, code)
+    assert await runner.next("pairing:paired") == {"appSessionId": app_id("r-trust-second")}
+    ack = await runner.call("runner:output", {"data": "both"})
+    assert ack == {"success": True, "delivered": 2}
+    assert reads() == after_first
+    for app in (apps[0], second):
+        assert (await app.next("terminal:output"))["data"] == "both"
+
+    # A pairing whose notification never reached this replica: missed until the recheck.
+    silent = app_id("r-trust-silent")
+    await replica(cluster_redis).sessions.pair(silent, "r-trust")
+    ack = await runner.call("runner:output", {"data": "not yet"})
+    assert ack == {"success": True, "delivered": 2}
+    clock.now += 1.0
+    ack = await runner.call("runner:output", {"data": "all three"})
+    assert ack == {"success": True, "delivered": 3}
+    after_recheck = reads()
+    assert after_recheck > after_first
+    seqs = await cluster_redis.get(keys.CLUSTER.resume_seq(silent, OUT))
+    assert seqs == b"1"  # held for the silent app: one message, the one after the recheck
+
+    # An app unpaired without its notification: its own step refuses it (its session no
+    # longer names the runner), nothing is sent to it, and the set is read next time.
+    await replica(cluster_redis).sessions.unpair(silent)
+    ack = await runner.call("runner:output", {"data": "two again"})
+    assert ack == {"success": True, "delivered": 2}
+    assert reads() == after_recheck
+    ack = await runner.call("runner:output", {"data": "and again"})
+    assert ack == {"success": True, "delivered": 2}
+    assert reads() > after_recheck

@@ -563,10 +563,10 @@ async def _kit_paired(k: Kit) -> None:
     await pair(k.env, APP_B, "r1")
 
 
-def _out(k: Kit, apps: tuple[str, ...] = (APP_A, APP_B)) -> Any:
+def _out(k: Kit, apps: tuple[str, ...] = (APP_A, APP_B), *, members_known: bool = False) -> Any:
     channel = k.env.layout.room_channel(f"app:{APP_B}")
     recipients = [Recipient(a, None if a == APP_A else channel, b"\x97") for a in apps]
-    return k.relay.output("r1", None, recipients, b"blob")
+    return k.relay.output("r1", None, recipients, b"blob", members_known=members_known)
 
 
 async def _due(k: Kit) -> None:
@@ -581,6 +581,10 @@ async def _limited(k: Kit) -> None:
 
 CLUSTER_CASES: list[tuple[str, Any]] = [
     ("RelayService.output (2 apps, 1 published)", _out),
+    (
+        "RelayService.output (2 apps, 1 published, members known)",
+        lambda k: _out(k, members_known=True),
+    ),
     ("RelayService.output (apps out of date)", lambda k: _out(k, (APP_A,))),
     (
         "RelayService.input (published)",
