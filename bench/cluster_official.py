@@ -9,7 +9,9 @@ socket.io-client 4.8, websocket transport) as the load:
   redis-server and summed over the cluster's 3 masters (their replicas apart), the two stores
   alternating run by run; the gateway on CPU 0, the load and every redis-server on CPU 1;
   the registration limit lifted (every load client connects from 127.0.0.1). Error acks are
-  counted: a healthy store should answer none.
+  counted: a healthy store should answer none. Beside the CPU, what the masters processed per
+  operation (INFO stats over the same window): commands (a script's own included) and reads,
+  i.e. client writes, which show how well the commands were batched.
 - Throughput of 1, 2 and 3 gateway replicas on the 3 masters (each replica with its own load
   process of 200 heartbeating runners; all replicas on CPU 0, so on a 2-core machine this
   shows what the cluster costs per replica, not more cores).
@@ -406,12 +408,13 @@ def side_by_side(
                     ]
                     if store == "cluster"
                     else None,
-                    "commands_per_read": {
-                        k: round(c / r, 2) if r else None for k, (c, r) in load.redis_io.items()
-                    },
+                    # (commands counted by INFO include those a script runs)
                     "commands_per_op": sum(c for c, _ in load.redis_io.values()) / ops
                     if ops
                     else None,
+                    "reads_per_op": (
+                        sum(r for _, r in load.redis_io.values()) / ops if ops else None
+                    ),
                     "loadavg": load_avg,
                 }
                 print(json.dumps(row), file=sys.stderr)
@@ -560,6 +563,30 @@ def render(
             f"{_f(_median([r['ops_per_s'] for r in cluster]), 0)} | "
             f"{sum(int(r['errors'] or 0) for r in single)} / "
             f"{sum(int(r['errors'] or 0) for r in cluster)} |"
+        )
+    lines += [
+        "",
+        "Run by run (each cluster run beside the one-Redis run next to it), and what the "
+        "servers processed per operation (INFO stats: commands, those a script runs included; "
+        "reads, i.e. writes from the clients, which is how well the commands were batched):",
+        "",
+        "| scenario | ratio, run by run | commands/op (one Redis / 3 masters) | reads/op (one "
+        "Redis / 3 masters) |",
+        "|---|---|---|---|",
+    ]
+    for scenario in ("heartbeat", "relay"):
+        single, cluster = pick(scenario, "single"), pick(scenario, "cluster")
+        pairs = [
+            f"{c['redis_us_per_op'] / s['redis_us_per_op']:.2f}x"
+            for s, c in zip(single, cluster, strict=False)
+            if c["redis_us_per_op"] and s["redis_us_per_op"]
+        ]
+        lines.append(
+            f"| {labels[scenario]} | {', '.join(pairs)} | "
+            f"{_f(_median([r.get('commands_per_op') for r in single]), 2)} / "
+            f"{_f(_median([r.get('commands_per_op') for r in cluster]), 2)} | "
+            f"{_f(_median([r.get('reads_per_op') for r in single]), 3)} / "
+            f"{_f(_median([r.get('reads_per_op') for r in cluster]), 3)} |"
         )
     if scaling:
         lines += [
