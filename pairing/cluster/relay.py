@@ -151,6 +151,8 @@ class ClusterRelay:
     ) -> OutputResult:
         if not recipients:
             return OutputResult([], [])
+        if len(recipients) == 1:  # (the usual case: no task for gather to make)
+            return OutputResult([await self._output_to(runner_id, recipients[0], blob)], [])
         seqs = await asyncio.gather(*(self._output_to(runner_id, r, blob) for r in recipients))
         return OutputResult(list(seqs), [])
 

@@ -118,6 +118,9 @@ _MAX_REDIRECTS = 16
 #: A slot map refresh is not repeated sooner than this after the last one (a dead master's
 #: every caller would otherwise each ask the other masters for the map).
 _REFRESH_EVERY_S = 0.1
+#: Keys whose slot one client remembers (a relayed message names the same few keys of its
+#: app every time) before it forgets them all and starts over.
+_SLOT_CACHE_MAX = 65_536
 
 
 class _RedisCluster(RedisCluster):
@@ -139,6 +142,9 @@ class _RedisCluster(RedisCluster):
     ERRORS_ALLOW_RETRY = (RedisConnectionError, ClusterDownError, SlotNotCoveredError)  # type: ignore[assignment]
 
     _links: dict[str, Link] | None = None
+    #: key -> its slot: encoding a key and its CRC16 cost more than a lookup (a key's slot
+    #: never changes; which master owns the slot is the slot map's business).
+    _slots: dict[Any, int] | None = None
     #: Set by ``cluster_client`` (``redis.wait_replicas``): writes wait for each master's
     #: replicas.
     durability: Durability | None = None
@@ -231,11 +237,22 @@ class _RedisCluster(RedisCluster):
         elif name in _MULTI_KEY:
             keys = args[1:]
         else:
-            return self.keyslot(args[1])
-        slot = self.keyslot(keys[0])
+            return self._key_slot(args[1])
+        slot = self._key_slot(keys[0])
         for key in keys[1:]:
-            if self.keyslot(key) != slot:
+            if self._key_slot(key) != slot:
                 raise RedisClusterException(f"{name} - all keys must map to the same key slot")
+        return slot
+
+    def _key_slot(self, key: Any) -> int:
+        slots = self._slots
+        if slots is None:
+            slots = self._slots = {}
+        slot = slots.get(key)
+        if slot is None:
+            if len(slots) >= _SLOT_CACHE_MAX:
+                slots.clear()
+            slot = slots[key] = self.keyslot(key)
         return slot
 
     def _link(self, node: ClusterNode) -> Link:

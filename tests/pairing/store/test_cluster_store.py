@@ -6,9 +6,12 @@ import asyncio
 import os
 import signal
 import time
+from unittest.mock import patch
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from pairing import keys
@@ -139,6 +142,26 @@ async def test_a_script_runs_on_the_master_of_its_keys_slot(
     # Keys of two subjects in one script: the cluster refuses, as it must.
     with pytest.raises(redis.exceptions.RedisClusterException):
         await script([layout.runner_apps("runner-1"), layout.runner_apps("runner-2")], ["x"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.text(min_size=1, max_size=12), st.binary(min_size=1, max_size=12)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_remembered_key_slots_are_the_keys_slots(names: list[str | bytes]) -> None:
+    """The client remembers each key's slot (``_key_slot``), also across a forgetting when
+    the memory is full: what it answers is redis-py's CRC16 of the encoded key, every time."""
+    client = cluster_client("redis+cluster://127.0.0.1:1")
+    with patch("pairing.store.cluster._SLOT_CACHE_MAX", 7):
+        for _ in range(2):
+            for name in names:
+                raw = name.encode() if isinstance(name, str) else name
+                assert client._key_slot(name) == key_slot(raw)  # type: ignore[attr-defined]
+        assert len(client._slots) <= 7  # type: ignore[attr-defined]
 
 
 async def test_the_client_follows_a_failover(own_cluster: RedisClusterProcess) -> None:
