@@ -26,6 +26,7 @@ from pairing import keys
 from pairing.cluster.registration import ClusterRegistration
 from pairing.codes import CODE_KEY_OF, SET_CODE, generate_code
 from pairing.history import HistoryEvent
+from pairing.registration_policy import RegistrationPolicy
 from pairing.results import RefusalReason, Registration, RegistrationStatus
 from pairing.runners import CLAIM
 from pairing.scripts import KEY_VERDICT, NOW_MS, Script, as_str, preload
@@ -120,28 +121,10 @@ class RegistrationBackend(Protocol):
 class OneRedisRegistration:
     """One script per registration, one per release."""
 
-    def __init__(
-        self,
-        redis: Redis,
-        layout: keys.KeyLayout,
-        *,
-        code_ttl_ms: int,
-        heartbeat_ttl_ms: int,
-        key_ttl_ms: int,
-        require_key: bool,
-        limit: int,
-        window_ms: int,
-        history_max_len: int,
-    ) -> None:
+    def __init__(self, redis: Redis, layout: keys.KeyLayout, policy: RegistrationPolicy) -> None:
         self.redis = redis
         self.layout = layout
-        self.code_ttl_ms = code_ttl_ms
-        self.heartbeat_ttl_ms = heartbeat_ttl_ms
-        self.key_ttl_ms = key_ttl_ms
-        self.require_key = require_key
-        self.limit = limit
-        self.window_ms = window_ms
-        self.history_max_len = history_max_len
+        self.policy = policy
         self._register = Script(redis, _REGISTER)
         self._release_key = Script(redis, _RELEASE_KEY)
 
@@ -160,7 +143,7 @@ class OneRedisRegistration:
         token_ok: bool,
         tries: int,
     ) -> Registration:
-        layout = self.layout
+        layout, policy = self.layout, self.policy
         reply: list[bytes | str] = []
         candidate = ""
         for _ in range(tries):
@@ -180,16 +163,16 @@ class OneRedisRegistration:
                     runner_id,
                     conn_id,
                     candidate,
-                    self.code_ttl_ms,
-                    self.heartbeat_ttl_ms,
+                    policy.code_ttl_ms,
+                    policy.heartbeat_ttl_ms,
                     digest,
-                    self.key_ttl_ms,
-                    "1" if self.require_key else "0",
+                    policy.key_ttl_ms,
+                    "1" if policy.require_key else "0",
                     "1" if token_ok else "0",
-                    self.limit,
-                    self.window_ms,
+                    policy.limit,
+                    policy.window_ms,
                     address,
-                    self.history_max_len,
+                    policy.history_max_len,
                 ],
             )
             if RegistrationStatus(as_str(reply[0])) is not RegistrationStatus.CODE_TAKEN:
@@ -205,7 +188,7 @@ class OneRedisRegistration:
     async def release_key(self, runner_id: str) -> bool:
         released = await self._release_key(
             [self.layout.runner_key(runner_id), self.layout.history(runner_id)],
-            [runner_id, self.history_max_len],
+            [runner_id, self.policy.history_max_len],
         )
         return bool(released)
 
@@ -238,21 +221,18 @@ class RunnerRegistration:
         self.history_max_len = history_max_len
         #: How long a heartbeat may skip the index shard (``keys.LAST_SEEN_MARK_PREFIX``).
         self.mark_ttl_ms = max(int(heartbeat_timeout_s * 1000) // 2, 1)
-        common = {
-            "code_ttl_ms": self.code_ttl_ms,
-            "heartbeat_ttl_ms": self.heartbeat_ttl_ms,
-            "key_ttl_ms": self.key_ttl_ms,
-            "limit": self.limit,
-            "window_ms": self.window_ms,
-            "history_max_len": self.history_max_len,
-        }
-        self.backend: RegistrationBackend = (
-            ClusterRegistration(
-                redis, layout, **common, require_key=require_key, mark_ttl_ms=self.mark_ttl_ms
-            )
-            if layout.cluster
-            else OneRedisRegistration(redis, layout, **common, require_key=require_key)
+        policy = RegistrationPolicy(
+            code_ttl_ms=self.code_ttl_ms,
+            heartbeat_ttl_ms=self.heartbeat_ttl_ms,
+            key_ttl_ms=self.key_ttl_ms,
+            require_key=require_key,
+            limit=limit,
+            window_ms=self.window_ms,
+            history_max_len=history_max_len,
+            mark_ttl_ms=self.mark_ttl_ms,
         )
+        backend = ClusterRegistration if layout.cluster else OneRedisRegistration
+        self.backend: RegistrationBackend = backend(redis, layout, policy)
 
     async def load_scripts(self) -> None:
         await self.backend.load_scripts()

@@ -24,6 +24,7 @@ from pairing.cluster.codes import CLAIM_CODE, DELETE_IF, Claimed, claim_code
 from pairing.cluster.runners import INDEX
 from pairing.codes import generate_code
 from pairing.history import HistoryEvent
+from pairing.registration_policy import RegistrationPolicy
 from pairing.results import RefusalReason, Registration, RegistrationStatus
 from pairing.scripts import KEY_VERDICT, NOW_MS, Script, as_str, preload
 from pairing.store import Redis
@@ -80,30 +81,10 @@ return redis.call('DEL', KEYS[1])
 class ClusterRegistration:
     """Register and release key bindings in the steps above."""
 
-    def __init__(
-        self,
-        redis: Redis,
-        layout: keys.KeyLayout,
-        *,
-        code_ttl_ms: int,
-        heartbeat_ttl_ms: int,
-        key_ttl_ms: int,
-        require_key: bool,
-        limit: int,
-        window_ms: int,
-        history_max_len: int,
-        mark_ttl_ms: int,
-    ) -> None:
+    def __init__(self, redis: Redis, layout: keys.KeyLayout, policy: RegistrationPolicy) -> None:
         self.redis = redis
         self.layout = layout
-        self.code_ttl_ms = code_ttl_ms
-        self.heartbeat_ttl_ms = heartbeat_ttl_ms
-        self.key_ttl_ms = key_ttl_ms
-        self.require_key = require_key
-        self.limit = limit
-        self.window_ms = window_ms
-        self.history_max_len = history_max_len
-        self.mark_ttl_ms = mark_ttl_ms
+        self.policy = policy
         self._count = Script(redis, _COUNT)
         self._check_key = Script(redis, _CHECK_KEY)
         self._claim_code = Script(redis, CLAIM_CODE)
@@ -137,13 +118,13 @@ class ClusterRegistration:
         tries: int,
     ) -> Registration:
         """The steps in the module's docstring, each on one slot."""
-        layout = self.layout
-        required = "1" if self.require_key else "0"
+        layout, policy = self.layout, self.policy
+        required = "1" if policy.require_key else "0"
         claimed: Claimed | None = None
         candidate = ""
         for _ in range(tries):
-            attempts = await self._count([attempts_key], [self.window_ms])
-            if int(attempts) > self.limit:
+            attempts = await self._count([attempts_key], [policy.window_ms])
+            if int(attempts) > policy.limit:
                 return Registration(RegistrationStatus.RATE_LIMITED)
             refused = as_str(
                 await self._check_key(
@@ -154,13 +135,13 @@ class ClusterRegistration:
                 return await self._refused(runner_id, address, refused)
             candidate = (code if code is not None else generate_code()).upper()
             claimed = await claim_code(
-                self._claim_code, layout, candidate, runner_id, self.code_ttl_ms
+                self._claim_code, layout, candidate, runner_id, policy.code_ttl_ms
             )
             if claimed is not None:
                 break
         if claimed is None:
             return Registration(RegistrationStatus.CODE_TAKEN)
-        expires_at = claimed.at_ms + self.code_ttl_ms
+        expires_at = claimed.at_ms + policy.code_ttl_ms
         await self._index([layout.last_seen(runner_id)], [runner_id])
         reply = await self._claim_registered(
             [
@@ -174,11 +155,11 @@ class ClusterRegistration:
                 digest,
                 required,
                 candidate,
-                self.code_ttl_ms,
-                self.key_ttl_ms,
+                policy.code_ttl_ms,
+                policy.key_ttl_ms,
                 conn_id,
-                self.heartbeat_ttl_ms,
-                self.mark_ttl_ms,
+                policy.heartbeat_ttl_ms,
+                policy.mark_ttl_ms,
             ],
         )
         if RegistrationStatus(as_str(reply[0])) is RegistrationStatus.UNAUTHORIZED:
@@ -201,7 +182,7 @@ class ClusterRegistration:
                 "reason": reason,
                 "address": address,
             },
-            maxlen=self.history_max_len,
+            maxlen=self.policy.history_max_len,
             approximate=True,
         )
         return Registration(RegistrationStatus.UNAUTHORIZED, reason=RefusalReason(reason))
@@ -213,7 +194,7 @@ class ClusterRegistration:
         await self.redis.xadd(
             self.layout.history(runner_id),
             {"event": HistoryEvent.RUNNER_KEY_RELEASED.value, "runnerId": runner_id},
-            maxlen=self.history_max_len,
+            maxlen=self.policy.history_max_len,
             approximate=True,
         )
         return True

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from tests.support.redis_server import free_port
+
+#: What one direction of one connection does to each chunk it forwards.
+Forward = Callable[[bytes], bytes]
 
 
 class _Link:
@@ -31,6 +35,8 @@ class _Link:
 
 
 class FreezingProxy:
+    """Forwards bytes unchanged; a subclass sees or edits them (``_forwarder``)."""
+
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.port = free_port()
@@ -45,6 +51,10 @@ class FreezingProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         return self
 
+    def _forwarder(self, *, to_client: bool) -> Forward:
+        """A new connection's handling of one direction's bytes (here: none)."""
+        return bytes
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
@@ -54,12 +64,20 @@ class FreezingProxy:
         link = _Link(writer, up_writer)
         self._links.append(link)
         link.tasks = [
-            asyncio.create_task(self._pump(link, reader, up_writer)),
-            asyncio.create_task(self._pump(link, up_reader, writer)),
+            asyncio.create_task(
+                self._pump(link, reader, up_writer, self._forwarder(to_client=False))
+            ),
+            asyncio.create_task(
+                self._pump(link, up_reader, writer, self._forwarder(to_client=True))
+            ),
         ]
 
     async def _pump(
-        self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        link: _Link,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        forward: Forward,
     ) -> None:
         with contextlib.suppress(Exception):
             while True:
@@ -68,8 +86,10 @@ class FreezingProxy:
                 await link.running.wait()  # frozen while reading: the bytes go nowhere
                 if not data:
                     break
-                writer.write(data)
-                await writer.drain()
+                out = forward(data)
+                if out:
+                    writer.write(out)
+                    await writer.drain()
         await link.running.wait()  # a frozen link passes on no close either
         with contextlib.suppress(Exception):
             writer.close()

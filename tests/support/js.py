@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,37 +42,43 @@ TRANSPORTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _need(binary: str) -> str:
+def need(binary: str) -> str:
+    """The path of ``binary``; fails the test, naming it, when it is not installed."""
     path = shutil.which(binary)
     if path is None:
         pytest.fail(
-            f"{binary} is not installed: the JavaScript client tests need Node.js and npm "
-            "(make test installs Debian's nodejs and npm when missing: scripts/test-deps)",
+            f"{binary} is not installed: the tests need Node.js, npm and redis-tools (make test "
+            "installs Debian's packages when missing: scripts/test-deps)",
             pytrace=False,
         )
     return path
 
 
-@pytest.fixture(scope="session")
-def node_deps() -> Iterator[str]:
-    """The node binary, with tests/clients/js/node_modules installed from the lockfile."""
-    node = _need("node")
-    if not (JS_DIR / "node_modules" / "socket.io-client" / "package.json").exists():
-        npm = _need("npm")
+def npm_installed(directory: Path, marker: str, timeout: float = 600) -> str:
+    """The node binary, once ``directory/node_modules`` is installed from its lockfile
+    (``npm ci``, unless ``node_modules/<marker>`` is already there)."""
+    node = need("node")
+    if not (directory / "node_modules" / marker).exists():
         done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=JS_DIR,
+            [need("npm"), "ci", "--no-audit", "--no-fund"],
+            cwd=directory,
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=timeout,
             check=False,
         )
         if done.returncode != 0:
             pytest.fail(
-                f"npm ci in {JS_DIR} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}",
+                f"npm ci in {directory} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}",
                 pytrace=False,
             )
-    yield node
+    return node
+
+
+@pytest.fixture(scope="session")
+def node_deps() -> Iterator[str]:
+    """The node binary, with tests/clients/js/node_modules installed from the lockfile."""
+    yield npm_installed(JS_DIR, "socket.io-client/package.json")
 
 
 async def run_scenario(

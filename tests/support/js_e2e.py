@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,42 +22,17 @@ from typing import Any
 
 import pytest
 
+from tests.support.js import need, npm_installed
 from tests.support.paths import ROOT
 
 PACKAGE = ROOT / "clients" / "js"
 SCENARIO = ROOT / "tests" / "clients" / "js" / "e2e_scenario.mjs"
 
 
-def need(binary: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        pytest.fail(
-            f"{binary} is not installed: the JavaScript client tests need Node.js (>= 20.19) "
-            "and npm (Debian: apt-get install nodejs npm)",
-            pytrace=False,
-        )
-    return path
-
-
 @pytest.fixture(scope="session")
 def e2e_node() -> Iterator[str]:
     """The node binary, with clients/js/node_modules installed from its lockfile."""
-    node = need("node")
-    if not (PACKAGE / "node_modules" / "@noble" / "curves" / "package.json").exists():
-        done = subprocess.run(
-            [need("npm"), "ci", "--no-audit", "--no-fund"],
-            cwd=PACKAGE,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.fail(
-                f"npm ci in {PACKAGE} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}",
-                pytrace=False,
-            )
-    yield node
+    yield npm_installed(PACKAGE, "@noble/curves/package.json")
 
 
 def node_env() -> dict[str, str]:

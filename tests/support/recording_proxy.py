@@ -1,19 +1,19 @@
 """A TCP proxy in front of a gateway that sees what an operator of the network would see.
 
-It records every WebSocket payload both ways (client frames unmasked: a masked frame would
-hide plaintext from a naive check), can flip a byte in the next binary frame to the client
-that a predicate picks (an on-path attacker), can freeze its connections (a phone losing its
-network: no FIN, no RST) or cut them, and sends new connections to ``upstream_port`` as it is
-when they arrive (the replica a load balancer picks after one died).
+A ``FreezingProxy`` that records every WebSocket payload both ways (client frames unmasked:
+a masked frame would hide plaintext from a naive check) and can flip a byte in the next
+binary frame to the client that a predicate picks (an on-path attacker); like any
+``FreezingProxy`` it can freeze its connections (a phone losing its network: no FIN, no RST)
+or cut them, and sends new connections to ``upstream_port`` as it is when they arrive (the
+replica a load balancer picks after one died).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
-from tests.support.redis_server import free_port
+from tests.support.freeze_proxy import Forward, FreezingProxy
 
 Predicate = Callable[[bytes], bool]
 
@@ -70,41 +70,20 @@ class _Frames:
             out.append(("frame", raw, b0 & 0x0F, unmask(payload, key) if key else payload))
 
 
-class _Link:
-    def __init__(self, client: asyncio.StreamWriter, server: asyncio.StreamWriter) -> None:
-        self.writers = (client, server)
-        self.running = asyncio.Event()
-        self.running.set()
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def abort(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for writer in self.writers:
-            writer.transport.abort()
-
-
-class RecordingProxy:
+class RecordingProxy(FreezingProxy):
     def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = free_port()
+        super().__init__(upstream_port)
         #: Every byte that passed, as sent (raw), and every WebSocket payload unmasked.
         self.raw = bytearray()
         self.payloads = bytearray()
-        self._server: asyncio.Server | None = None
-        self._links: list[_Link] = []
         self._tamper: tuple[Predicate, asyncio.Event] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def seen(self, needle: bytes) -> bool:
         """Whether ``needle`` passed through, in the raw bytes or in an unmasked payload."""
         return needle in self.raw or needle in self.payloads
 
     async def start(self) -> RecordingProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        await super().start()
         return self
 
     def tamper_next(self, predicate: Predicate) -> asyncio.Event:
@@ -114,18 +93,20 @@ class RecordingProxy:
         self._tamper = (predicate, done)
         return done
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        link = _Link(writer, up_writer)
-        self._links.append(link)
-        link.tasks = [
-            asyncio.create_task(self._pump(link, reader, up_writer, to_client=False)),
-            asyncio.create_task(self._pump(link, up_reader, writer, to_client=True)),
-        ]
+    def _forwarder(self, *, to_client: bool) -> Forward:
+        frames = _Frames()
+
+        def forward(data: bytes) -> bytes:
+            out = bytearray()
+            for kind, raw, opcode, payload in frames.feed(data):
+                self.payloads += payload
+                if kind == "frame" and to_client:
+                    raw = self._edit(raw, opcode, payload)
+                self.raw += raw
+                out += raw
+            return bytes(out)
+
+        return forward
 
     def _edit(self, raw: bytes, opcode: int, payload: bytes) -> bytes:
         if self._tamper is None or opcode != 2 or not self._tamper[0](payload):
@@ -136,50 +117,3 @@ class RecordingProxy:
         out[len(raw) - len(payload) + len(payload) // 2] ^= 0x04
         done.set()
         return bytes(out)
-
-    async def _pump(
-        self,
-        link: _Link,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        *,
-        to_client: bool,
-    ) -> None:
-        frames = _Frames()
-        with contextlib.suppress(Exception):
-            while True:
-                await link.running.wait()
-                data = await reader.read(65536)
-                await link.running.wait()  # frozen while reading: the bytes go nowhere
-                if not data:
-                    break
-                out = bytearray()
-                for kind, raw, opcode, payload in frames.feed(data):
-                    self.payloads += payload
-                    if kind == "frame" and to_client:
-                        raw = self._edit(raw, opcode, payload)
-                    self.raw += raw
-                    out += raw
-                if out:
-                    writer.write(bytes(out))
-                    await writer.drain()
-        await link.running.wait()  # a frozen link passes on no close either
-        with contextlib.suppress(Exception):
-            writer.close()
-
-    def freeze(self) -> None:
-        """Freeze every connection open now (new ones still pass)."""
-        for link in self._links:
-            link.running.clear()
-
-    def cut(self) -> None:
-        """Abort every connection."""
-        links, self._links = self._links, []
-        for link in links:
-            link.abort()
-
-    async def close(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()

@@ -8,27 +8,14 @@ every file, so a change to web/src without ``make web`` fails here.
 from __future__ import annotations
 
 import filecmp
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from gateway.web.assets import STATIC_DIR
+from tests.support.js import npm_installed
 from tests.support.paths import ROOT
 
 WEB = ROOT / "web"
-
-
-def _need(binary: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        pytest.fail(
-            f"{binary} is not installed: rebuilding the browser pages needs Node.js and npm "
-            "(.ci/run installs Debian's nodejs and npm)",
-            pytrace=False,
-        )
-    return path
 
 
 def _files(root: Path) -> dict[str, Path]:
@@ -36,11 +23,7 @@ def _files(root: Path) -> dict[str, Path]:
 
 
 def test_committed_build_matches_the_sources(tmp_path: Path) -> None:
-    node = _need("node")
-    if not (WEB / "node_modules" / "esbuild" / "package.json").exists():
-        subprocess.run(
-            [_need("npm"), "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True, timeout=300
-        )
+    node = npm_installed(WEB, "esbuild/package.json")
     out = tmp_path / "static"
     subprocess.run([node, "build.mjs", str(out)], cwd=WEB, check=True, timeout=300)
     built, committed = _files(out), _files(STATIC_DIR)
