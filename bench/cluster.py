@@ -17,7 +17,8 @@ send: one script on one Redis, the single-slot steps on a cluster.
 - relay: ``RelayService.output`` of a runner paired with one app held on another replica:
   the seq, the hold and the publish to the app's room channel (PUBLISH on one Redis,
   SPUBLISH on the shard owning the app's slot in the cluster), read by one subscriber per
-  channel as a gateway's listener would.
+  channel as a gateway's listener would. The recipients are known current
+  (``members_known``), as a replica's are between its once-a-second reads of the app set.
 
 Every process started here is recorded by pid and stopped by pid.
 """
@@ -174,7 +175,9 @@ async def _workload(
         for (_, app), channel in zip(pairs, channels, strict=True)
     ]
     outs = [
-        lambda i=i: relay.output(pairs[i % rooms][0], None, recipients[i % rooms], blob)
+        lambda i=i: relay.output(
+            pairs[i % rooms][0], None, recipients[i % rooms], blob, members_known=True
+        )
         for i in range(messages)
     ]
     results.append(await _measure("relay", servers, len(outs), lambda: _in_batches(outs)))
