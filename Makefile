@@ -78,10 +78,10 @@ bench-e2e: $(STAMP)
 	$(PY) -m bench.e2e $(BENCH_E2E_ARGS)
 
 # Redis CPU per heartbeat and per relayed message, one Redis beside a 3-master cluster: the
-# services alone (bench.cluster, about 1 min), then under the official client from the kit in
-# BENCH_KIT (bench.cluster_official: side by side, 1-3 replicas, 20,000 idle connections;
-# about 10 min; BENCH_CLUSTER_ARGS="--runs 1 --idle-clients 2000" for a shorter run); each
-# writes its own section of docs/benchmarks.md
+# services alone (bench.cluster: 3 runs of each store taking turns, about 3 min), then under
+# the official client from the kit in BENCH_KIT (bench.cluster_official: side by side, 1-3
+# replicas, 20,000 idle connections; about 10 min; BENCH_CLUSTER_ARGS="--runs 1
+# --idle-clients 2000" for a shorter run); each writes its own section of docs/benchmarks.md
 bench-cluster: $(STAMP)
 	$(PY) -m bench.cluster $(BENCH_ARGS)
 	$(PY) -m bench.cluster_official $(BENCH_CLUSTER_ARGS)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -271,7 +272,8 @@ def render(
         MARK_BEGIN,
         "## Redis Cluster: Redis CPU per operation, one Redis beside 3 masters",
         "",
-        f"`make bench-cluster` ({args.runners} runners x {args.rounds} heartbeats; "
+        f"`make bench-cluster` ({args.runs} runs of each store, taking turns, each server's "
+        f"median CPU; {args.runners} runners x {args.rounds} heartbeats; "
         f"{args.messages} runner:output relays of 200 bytes, {args.rooms} runners each paired "
         "with one app held on another replica, one subscriber per app channel; the gateway's "
         "own services in the store's key layout; CPU of each redis-server from /proc, per "
@@ -321,19 +323,39 @@ def write_section(text: str, path: Path) -> None:
     path.write_text(doc)
 
 
+def median_results(runs: list[list[Result]]) -> list[Result]:
+    """Per operation, each server's median CPU over the runs (the ops are the same in each)."""
+    out = []
+    for results in zip(*runs, strict=True):
+        first = results[0]
+        cpu = {k: statistics.median(r.cpu[k] for r in results) for k in first.cpu}
+        out.append(Result(first.name, first.ops, cpu))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__)
     parser.add_argument("--runners", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--rooms", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each store, alternating")
     parser.add_argument("--no-docs", action="store_true", help="print, do not write docs")
     args = parser.parse_args(argv)
-    single = asyncio.run(run_single(args.runners, args.rounds, args.messages, args.rooms))
-    plain = asyncio.run(
-        run_single(args.runners, args.rounds, args.messages, args.rooms, pipelined=False)
-    )
-    cluster = asyncio.run(run_cluster(args.runners, args.rounds, args.messages, args.rooms))
+    shape = (args.runners, args.rounds, args.messages, args.rooms)
+    stores = {
+        "single": lambda: run_single(*shape),
+        "plain": lambda: run_single(*shape, pipelined=False),
+        "cluster": lambda: run_cluster(*shape),
+    }
+    runs: dict[str, list[list[Result]]] = {name: [] for name in stores}
+    for run in range(args.runs):
+        # The stores take turns, in a different order each run: a machine that slows down
+        # or speeds up meanwhile does not favour one of them.
+        order = list(stores)[run % 3 :] + list(stores)[: run % 3]
+        for name in order:
+            runs[name].append(asyncio.run(stores[name]()))
+    single, plain, cluster = (median_results(runs[name]) for name in stores)
     text = render(single, plain, cluster, args)
     print(text)
     if not args.no_docs:

@@ -29,7 +29,7 @@ async def test_a_tiny_run_measures_both_stores_and_spreads_keys_over_the_masters
     # At least two keys per heartbeating runner (owner, heartbeat), spread over the masters.
     assert sum(per_master.values()) > 100
 
-    args = argparse.Namespace(runners=50, rounds=2, messages=200, rooms=10)
+    args = argparse.Namespace(runs=1, runners=50, rounds=2, messages=200, rooms=10)
     text = cluster.render(single, plain, sharded, args)
     assert text.startswith(cluster.MARK_BEGIN) and cluster.MARK_END in text
     assert "| heartbeat |" in text and "| relay (runner:output to one app elsewhere) |" in text
@@ -44,3 +44,12 @@ def test_the_section_is_replaced_in_place(tmp_path: Path) -> None:
     assert text.startswith("# Benchmarks\n\nmain part\n")
     assert "second" in text and "first" not in text
     assert text.count(cluster.MARK_BEGIN) == 1
+
+
+def test_medians_are_taken_server_by_server_over_the_runs() -> None:
+    def run(cpu0: float, cpu1: float) -> list[cluster.Result]:
+        return [cluster.Result("relay", 100, {"master0": cpu0, "master1": cpu1})]
+
+    (median,) = cluster.median_results([run(1.0, 9.0), run(3.0, 2.0), run(2.0, 4.0)])
+    assert median.name == "relay" and median.ops == 100
+    assert median.cpu == {"master0": 2.0, "master1": 4.0}
