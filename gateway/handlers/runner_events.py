@@ -153,20 +153,25 @@ class RunnerEvents(Resume, ConnectionEvents):
         members_known = (
             known is not None and now - conn.peer_apps_checked < self.options.members_recheck_s
         )
+        confirmed: list[str] | None = None  # the apps the store named during this call
         for _ in range(RELAY_ATTEMPTS):
             recipients = [self._recipient(a, room_for_app(a), event) for a in apps]
             result = await self.relay.output(
                 runner_id, target, recipients, blob, members_known=members_known
             )
             if result.seqs is not None:
+                if not members_known:
+                    confirmed = apps
                 break
-            members_known = False
-            apps = result.members  # pairings changed since this replica last looked
+            # Pairings changed since this replica last looked; the store just said which
+            # (a cluster relays to them without asking again, one Redis checks anyway).
+            apps = confirmed = result.members
+            members_known = True
         else:
             raise GatewayError(ErrorCode.UNAVAILABLE, "pairings kept changing; retry")
-        if target is None and not members_known:
+        if target is None and confirmed is not None:
             if conn.peer_apps_version == version:
-                conn.peer_apps = apps  # the store confirmed exactly these
+                conn.peer_apps = confirmed
                 conn.peer_apps_checked = now
             else:  # a notification came meanwhile, maybe newer than what the store said
                 conn.peer_apps_checked = float("-inf")
