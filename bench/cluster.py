@@ -37,6 +37,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bench.sections import write_section
 from gateway.fanout import room_for_app
 from pairing import PairingSessionService, keys
 from pairing.relay import Recipient, RelayService
@@ -311,18 +312,6 @@ def render(
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md (or append it)."""
-    doc = path.read_text()
-    if MARK_BEGIN in doc and MARK_END in doc:
-        head, _, rest = doc.partition(MARK_BEGIN)
-        _, _, tail = rest.partition(MARK_END)
-        doc = head + text.rstrip("\n") + tail
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    path.write_text(doc)
-
-
 def median_results(runs: list[list[Result]]) -> list[Result]:
     """Per operation, each server's median CPU over the runs (the ops are the same in each)."""
     out = []
@@ -359,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(single, plain, cluster, args)
     print(text)
     if not args.no_docs:
-        write_section(text, ROOT / "docs" / "benchmarks.md")
+        write_section(ROOT / "docs" / "benchmarks.md", text, MARK_BEGIN, MARK_END)
     return 0
 
 

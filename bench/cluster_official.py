@@ -46,6 +46,7 @@ import yaml
 
 from bench.cluster import cpu_seconds
 from bench.official import kit_path
+from bench.sections import write_section
 from tests.support.redis_cluster import RedisClusterProcess
 from tests.support.redis_server import RedisProcess, free_port
 
@@ -640,17 +641,6 @@ def _kinds(kinds: dict[str, int]) -> str:
     return ", ".join(f"{n} x `{k}`" for k, n in parts)
 
 
-def write_section(text: str, path: Path) -> None:
-    doc = path.read_text()
-    if MARK_BEGIN in doc and MARK_END in doc:
-        head, _, rest = doc.partition(MARK_BEGIN)
-        _, _, tail = rest.partition(MARK_END)
-        doc = head + text.rstrip("\n") + tail
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    path.write_text(doc)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.cluster_official", description=__doc__)
     p.add_argument("--kit", default=os.environ.get("BENCH_KIT", ""), help="load-generator kit")
@@ -689,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps({"rows": rows, "scaling": scaling, "idle": idle}))
     if not args.no_docs:
-        write_section(text, ROOT / "docs" / "benchmarks.md")
+        write_section(ROOT / "docs" / "benchmarks.md", text, MARK_BEGIN, MARK_END)
     return 0
 
 

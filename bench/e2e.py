@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from bench.sections import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "clients" / "js"
 LOAD = PACKAGE / "bench" / "relay.mjs"
@@ -260,18 +262,6 @@ def render(results: dict[str, list[Result]], args: argparse.Namespace, minutes: 
     )
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace this benchmark's section of docs/benchmarks.md (or append it)."""
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK_BEGIN in doc and MARK_END in doc:
-        head, _, rest = doc.partition(MARK_BEGIN)
-        _, _, tail = rest.partition(MARK_END)
-        doc = head + text.rstrip("\n") + tail
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    path.write_text(doc)
-
-
 def node_ready() -> str:
     node = shutil.which("node")
     if node is None:
@@ -308,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(results, args, (time.monotonic() - started) / 60)
     print(text)
     if not args.no_docs:
-        write_section(text, DOC)
+        write_section(DOC, text, MARK_BEGIN, MARK_END)
         print(f"bench.e2e: wrote {DOC.relative_to(ROOT)}", file=sys.stderr)
     return 0
 

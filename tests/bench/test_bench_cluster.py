@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import pytest
 
@@ -33,17 +32,6 @@ async def test_a_tiny_run_measures_both_stores_and_spreads_keys_over_the_masters
     text = cluster.render(single, plain, sharded, args)
     assert text.startswith(cluster.MARK_BEGIN) and cluster.MARK_END in text
     assert "| heartbeat |" in text and "| relay (runner:output to one app elsewhere) |" in text
-
-
-def test_the_section_is_replaced_in_place(tmp_path: Path) -> None:
-    doc = tmp_path / "benchmarks.md"
-    doc.write_text("# Benchmarks\n\nmain part\n")
-    cluster.write_section(f"{cluster.MARK_BEGIN}\nfirst\n{cluster.MARK_END}\n", doc)
-    cluster.write_section(f"{cluster.MARK_BEGIN}\nsecond\n{cluster.MARK_END}\n", doc)
-    text = doc.read_text()
-    assert text.startswith("# Benchmarks\n\nmain part\n")
-    assert "second" in text and "first" not in text
-    assert text.count(cluster.MARK_BEGIN) == 1
 
 
 def test_medians_are_taken_server_by_server_over_the_runs() -> None:
