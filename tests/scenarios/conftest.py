@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.backends import Backend
+from tests.support.freeze_proxy import FreezingProxy
 from tests.support.redis_cluster import RedisClusterProcess
 from tests.support.redis_server import RedisProcess
 from tests.support.replicas import Heartbeats
@@ -67,3 +68,19 @@ def own_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         cluster.start()
         yield Backend(cluster=cluster)
         cluster.close()
+
+
+@pytest.fixture
+async def proxies() -> AsyncIterator[Callable[[int], Any]]:
+    """Starts a ``FreezingProxy`` in front of a port (a client's network to freeze); every
+    one started is closed at the end of the test."""
+    made: list[FreezingProxy] = []
+
+    async def make(port: int) -> FreezingProxy:
+        proxy = await FreezingProxy(port).start()
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in made:
+        await proxy.close()

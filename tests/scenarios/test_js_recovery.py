@@ -23,7 +23,6 @@ import pytest
 from pairing import keys
 from pairing.recovery import decode_record
 from pairing.store import Redis, connect
-from tests.support.freeze_proxy import FreezingProxy
 from tests.support.gateways import Client, GatewayProcess, emit_unacked
 from tests.support.js import JS_DIR, node_deps
 from tests.support.redis_server import RedisProcess, free_port
@@ -127,20 +126,6 @@ async def store(redis_proc: RedisProcess) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def proxy_to() -> AsyncIterator[Callable[[int], Any]]:
-    made: list[FreezingProxy] = []
-
-    async def make(port: int) -> FreezingProxy:
-        proxy = await FreezingProxy(port).start()
-        made.append(proxy)
-        return proxy
-
-    yield make
-    for proxy in made:
-        await proxy.close()
-
-
-@pytest.fixture
 async def apps() -> AsyncIterator[list[App]]:
     started: list[App] = []
     yield started
@@ -194,14 +179,14 @@ async def test_official_client_recovers_after_a_4s_freeze(
     gateway_procs: Callable[..., GatewayProcess],
     clients: Connect,
     beats: Heartbeats,
-    proxy_to: Callable[[int], Any],
+    proxies: Callable[[int], Any],
     apps: list[App],
 ) -> None:
     a, b = gateway_procs(redis_proc.url, RECOVERY), gateway_procs(redis_proc.url, RECOVERY)
     runner = await clients(a.url)
     code = (await register(runner, RID))["pairingCode"]
     beats.start(runner, RID)
-    proxy = await proxy_to(a.port)
+    proxy = await proxies(a.port)
     app = await App.start(node_deps, proxy.url, APP if identity == "presented" else None)
     apps.append(app)
 
@@ -247,7 +232,7 @@ async def test_past_max_disconnection_the_client_gets_a_new_session_and_works(
     gateway_procs: Callable[..., GatewayProcess],
     clients: Connect,
     beats: Heartbeats,
-    proxy_to: Callable[[int], Any],
+    proxies: Callable[[int], Any],
     apps: list[App],
 ) -> None:
     config = {**RECOVERY, "socketio": {**RECOVERY["socketio"], "max_disconnection_s": 1}}
@@ -255,7 +240,7 @@ async def test_past_max_disconnection_the_client_gets_a_new_session_and_works(
     runner = await clients(a.url)
     code = (await register(runner, RID))["pairingCode"]
     beats.start(runner, RID)
-    proxy = await proxy_to(a.port)
+    proxy = await proxies(a.port)
     app = await App.start(node_deps, proxy.url, APP)
     apps.append(app)
     first = await app.until("connect", n=1)

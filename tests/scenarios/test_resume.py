@@ -10,14 +10,13 @@ message after lastSeq arrives exactly once, in order, seq contiguous.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import socketio
 
 from pairing.store import Redis
-from tests.support.freeze_proxy import FreezingProxy
 from tests.support.gateways import Client, GatewayProcess, emit_unacked
 from tests.support.redis_server import RedisProcess
 from tests.support.replicas import Heartbeats, pair, register
@@ -33,20 +32,6 @@ CLUSTER = {
     "heartbeat": {"interval_s": 0.5, "timeout_s": 20, "ttl_s": 40},
     "socketio": {"ping_interval_s": 10, "ping_timeout_s": 10},
 }
-
-
-@pytest.fixture
-async def proxies() -> AsyncIterator[Callable[[int], Any]]:
-    made: list[FreezingProxy] = []
-
-    async def make(port: int) -> FreezingProxy:
-        proxy = await FreezingProxy(port).start()
-        made.append(proxy)
-        return proxy
-
-    yield make
-    for proxy in made:
-        await proxy.close()
 
 
 async def raw(client: Client, event: str, n: int, timeout: float = 30) -> list[dict[str, Any]]:
