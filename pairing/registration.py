@@ -212,27 +212,18 @@ class RunnerRegistration:
     ) -> None:
         self.redis = redis
         self.layout = layout
-        self.code_ttl_ms = int(code_ttl_s * 1000)
-        self.heartbeat_ttl_ms = int(heartbeat_ttl_s * 1000)
-        self.key_ttl_ms = int(key_ttl_s * 1000)
-        self.require_key = require_key
-        self.limit = limit
-        self.window_ms = int(window_s * 1000)
-        self.history_max_len = history_max_len
-        #: How long a heartbeat may skip the index shard (``keys.LAST_SEEN_MARK_PREFIX``).
-        self.mark_ttl_ms = max(int(heartbeat_timeout_s * 1000) // 2, 1)
-        policy = RegistrationPolicy(
-            code_ttl_ms=self.code_ttl_ms,
-            heartbeat_ttl_ms=self.heartbeat_ttl_ms,
-            key_ttl_ms=self.key_ttl_ms,
+        self.policy = RegistrationPolicy(
+            code_ttl_ms=int(code_ttl_s * 1000),
+            heartbeat_ttl_ms=int(heartbeat_ttl_s * 1000),
+            key_ttl_ms=int(key_ttl_s * 1000),
             require_key=require_key,
             limit=limit,
-            window_ms=self.window_ms,
+            window_ms=int(window_s * 1000),
             history_max_len=history_max_len,
-            mark_ttl_ms=self.mark_ttl_ms,
+            mark_ttl_ms=max(int(heartbeat_timeout_s * 1000) // 2, 1),
         )
         backend = ClusterRegistration if layout.cluster else OneRedisRegistration
-        self.backend: RegistrationBackend = backend(redis, layout, policy)
+        self.backend: RegistrationBackend = backend(redis, layout, self.policy)
 
     async def load_scripts(self) -> None:
         await self.backend.load_scripts()
