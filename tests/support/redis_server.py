@@ -19,6 +19,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _PortTaken(RuntimeError):
+    """The server could not bind its port (or its cluster bus port)."""
+
+
+def _with_new_bus_port(args: tuple[str, ...]) -> tuple[str, ...]:
+    """``args`` with a newly drawn ``--cluster-port`` (a cluster node's bus), if it has one."""
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--cluster-port":
+            out[i + 1] = str(free_port())
+    return tuple(out)
+
+
 @dataclass
 class RedisProcess:
     """One redis-server on a free port; ``stop``/``start`` keep the port for fault tests."""
@@ -28,6 +41,7 @@ class RedisProcess:
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="redis-test-"))
     #: More redis-server options, e.g. a cluster node's (tests/support/redis_cluster.py).
     extra_args: tuple[str, ...] = ()
+    _started: bool = field(default=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -39,29 +53,49 @@ class RedisProcess:
         return self.proc.pid
 
     def start(self) -> None:
+        """Start the server; on its first start, a port that another process took between
+        ``free_port`` and the server's bind (the ephemeral range is shared with every
+        outgoing connection) is drawn again, with its cluster bus port, a few times."""
+        first = not self._started
+        for _ in range(5 if first else 1):
+            try:
+                self._start_once()
+            except _PortTaken:
+                if not first:
+                    raise
+                self.port = free_port()
+                self.extra_args = _with_new_bus_port(self.extra_args)
+                continue
+            self._started = True
+            return
+        raise RuntimeError("redis-server found no free port in 5 tries")
+
+    def _start_once(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found; make test installs it (scripts/test-deps)")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.workdir,
-                "--daemonize",
-                "no",
-                *self.extra_args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        log_path = os.path.join(self.workdir, "redis-server.log")
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    self.workdir,
+                    "--daemonize",
+                    "no",
+                    *self.extra_args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -72,7 +106,12 @@ class RedisProcess:
             except OSError:
                 pass
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+                code, self.proc = self.proc.returncode, None
+                with open(log_path, "rb") as fh:
+                    said = fh.read().decode(errors="replace")
+                if "Address already in use" in said:
+                    raise _PortTaken(said)
+                raise RuntimeError(f"redis-server exited with {code}:\n{said[-2000:]}")
             time.sleep(0.02)
         raise RuntimeError("redis-server did not start")
 
